@@ -1,0 +1,24 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    set up, then run the default experiment on the embedded brokers
+#   make test   set up, then run the whole test suite (.ci/run calls this)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: setup run test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) -m testbed.run --broker inproc --duration 10 --out results/default-inproc-$$(date +%Y%m%d-%H%M%S)
+	$(PY) -m testbed.run --broker zeromq --duration 10 --out results/default-zeromq-$$(date +%Y%m%d-%H%M%S)
+
+test: setup
+	@bash scripts/test.sh
+
+bench: setup
+	$(PY) benchmarks/embedded.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

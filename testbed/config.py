@@ -1,0 +1,289 @@
+"""The resolved configuration of one run: defaults < ``--config FILE`` (YAML) < command-line flags.
+
+``RunConfig`` is plain data (it goes into run.json and, as a dict, to every stage process). Every
+value is checked in ``validate``; a bad one raises ``ConfigError`` with one line that names the value
+and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+import brokers
+from testbed.distributions import SERVICE_DISTS, Fanout
+from testbed.envelope import FIXED_SIZE
+from testbed.errors import ConfigError
+from testbed.load import ARRIVALS
+
+LAUNCHERS = ("auto", "docker", "local", "external")
+SERVICE_MODES = ("sleep", "spin")
+PIPELINES = ("synthetic", "vision")
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class RunConfig:
+    # broker
+    broker: str = "inproc"
+    broker_impl: str = ""
+    launcher: str = "auto"
+    broker_url: str = ""
+    broker_opt: dict = field(default_factory=dict)
+    broker_cpus: str = ""
+    broker_memory: str = ""
+    # load and stages
+    pipeline: str = "synthetic"
+    rate: float = 50.0
+    arrival: str = "poisson"
+    producer_rate: float = 100.0
+    consumer_rate: float = 250.0
+    fanout: str = "poisson:4"
+    replicas: int = 1
+    batch_max: int = 1
+    batch_wait_ms: float = 0.0
+    service_dist: str = "fixed"
+    service_mode: str = "sleep"
+    message_bytes: int = 150528
+    # vision pipeline (issue #4)
+    image_size: str = "small"
+    images: str = ""
+    preprocess: str = "cpu"
+    detector: str = "ssdlite"
+    classifier: str = "resnet50"
+    weights: str = ""
+    score_threshold: float = 0.5
+    device: str = "cpu"
+    # run
+    duration: float = 10.0
+    warmup: float = 2.0
+    drain: float = 5.0
+    seed: int = 1
+    out: str = ""
+    no_trace: bool = False
+    connect_timeout: float = 15.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(**d)
+
+    @property
+    def fanout_dist(self) -> Fanout:
+        return Fanout.parse(self.fanout)
+
+    @property
+    def offered_message_rate(self) -> float:
+        return self.rate * self.fanout_dist.mean
+
+    @property
+    def consumer_capacity(self) -> float:
+        """Stage B's service capacity in messages/s, all replicas together."""
+        return self.consumer_rate * self.replicas
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _rate(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+HELP = {
+    "broker": f"broker between the stages: {', '.join(brokers.names())} (default inproc)",
+    "broker_impl": "implementation behind a protocol, where there are several (kafka: apache, tansu)",
+    "launcher": "how the broker is started: auto (docker if an engine answers, else local), docker, local, "
+                "or external (an existing broker at --broker-url). Embedded brokers ignore it",
+    "broker_url": "URL of an existing broker (with --launcher external)",
+    "broker_opt": "KEY=VALUE broker option (repeatable); the adapter's docstring lists them",
+    "broker_cpus": "pin the broker to these CPUs, e.g. 1 or 0-1 (docker cpuset; local: CPU affinity)",
+    "broker_memory": "cap the broker's memory, e.g. 2g (docker only)",
+    "pipeline": "stages: synthetic (service times set exactly) or vision (real detector + classifier)",
+    "rate": "offered load in frames/s (default 50)",
+    "arrival": "arrival process of frames: constant, poisson or bursty (default poisson)",
+    "producer_rate": "stage A service rate in frames/s; inf = no service time (default 100)",
+    "consumer_rate": "stage B service rate per replica in messages/s; inf = no service time (default 250)",
+    "fanout": "messages per frame: N, poisson:MEAN or uniform:LO-HI (default poisson:4)",
+    "replicas": "competing stage B consumers (default 1)",
+    "batch_max": "stage B takes up to this many messages per batch (default 1)",
+    "batch_wait_ms": "stage B waits at most this long to fill a batch (default 0)",
+    "service_dist": "service time distribution: fixed, exponential, lognormal (default fixed)",
+    "service_mode": "spend service time by sleeping or by burning CPU: sleep, spin (default sleep)",
+    "message_bytes": f"bytes per message on the wire, header ({FIXED_SIZE} B) included (default 150528)",
+    "image_size": "vision: image set size: small, medium, large (default small)",
+    "images": "vision: a folder of your own JPEGs instead of the bundled photographs",
+    "preprocess": "vision: preprocessing backend: cpu or dali (default cpu)",
+    "detector": "vision: stage A detector: ssdlite or fasterrcnn (default ssdlite)",
+    "classifier": "vision: stage B classifier: resnet50, resnet18, mobilenet_v3 (default resnet50)",
+    "weights": "vision: weights file for the models (default: random init, nothing downloaded)",
+    "score_threshold": "vision: detections above this score become crops (with weights) (default 0.5)",
+    "device": "vision: cpu or cuda (default cpu)",
+    "duration": "seconds of offered load, warm-up included (default 10)",
+    "warmup": "first seconds excluded from latency statistics and rates (default 2)",
+    "drain": "after the load stops, wait at most this long for messages in flight (default 5)",
+    "seed": "seed of every random dimension (arrivals, fan-out, service times) (default 1)",
+    "out": "run folder to write (default results/<run_id>)",
+    "no_trace": "do not write messages.csv (one row per message)",
+    "connect_timeout": "seconds to wait for a broker to answer (default 15)",
+}
+
+CHOICES = {
+    "launcher": LAUNCHERS, "arrival": ARRIVALS, "service_dist": SERVICE_DISTS,
+    "service_mode": SERVICE_MODES, "pipeline": PIPELINES,
+    "image_size": ("small", "medium", "large"), "preprocess": ("cpu", "dali"),
+    "detector": ("ssdlite", "fasterrcnn"), "classifier": ("resnet50", "resnet18", "mobilenet_v3"),
+    "device": ("cpu", "cuda"),
+}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every RunConfig field as a flag with no default (so flags given can be told from defaults)."""
+    s = argparse.SUPPRESS
+    parser.add_argument("--config", metavar="FILE", default=s,
+                        help="YAML file with the same keys as the flags (flags override it)")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action="store_true", default=s, help=HELP[name])
+        elif name == "broker_opt":
+            parser.add_argument(flag, action="append", metavar="KEY=VALUE", default=s, help=HELP[name])
+        elif f.type in (float, "float"):
+            parser.add_argument(flag, type=_rate, metavar="N", default=s, help=HELP[name])
+        elif f.type in (int, "int"):
+            parser.add_argument(flag, type=int, metavar="N", default=s, help=HELP[name])
+        else:
+            parser.add_argument(flag, metavar=name.upper(), default=s, help=HELP[name])
+
+
+def resolve(ns: argparse.Namespace) -> RunConfig:
+    """Defaults, then the YAML file, then the flags; then validate."""
+    values: dict = {}
+    given = vars(ns)
+    if "config" in given:
+        values.update(read_yaml(given["config"]))
+    for k, v in given.items():
+        if k in FIELDS:
+            if k == "broker_opt":
+                v = brokers_base().parse_broker_opts(v)
+                values["broker_opt"] = {**values.get("broker_opt", {}), **v}
+            else:
+                values[k] = v
+    cfg = RunConfig(**{**RunConfig().to_dict(), **values})
+    validate(cfg)
+    return cfg
+
+
+def brokers_base():
+    import brokers.base
+    return brokers.base
+
+
+def read_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path!r} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"--config {path!r} is not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path!r} must hold a mapping of keys to values, not {type(data).__name__}")
+    out = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in FIELDS:
+            raise ConfigError(f"--config {path!r}: unknown key {raw_key!r}; allowed: "
+                              + ", ".join(k.replace("_", "-") for k in FIELDS))
+        if key == "broker_opt":
+            if isinstance(value, dict):
+                value = {str(k): str(v) for k, v in value.items()}
+            elif isinstance(value, list):
+                value = brokers_base().parse_broker_opts([str(v) for v in value])
+            else:
+                raise ConfigError(f"--config {path!r}: broker-opt must be a mapping or a list of KEY=VALUE")
+        else:
+            value = _coerce(path, key, value)
+        out[key] = value
+    return out
+
+
+def _coerce(path: str, key: str, value):
+    t = FIELDS[key].type
+    try:
+        if t in (float, "float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if t in (int, "int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if t in (bool, "bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        return str(value)
+    except (TypeError, ValueError):
+        tname = getattr(t, "__name__", t)
+        raise ConfigError(f"--config {path!r}: {key.replace('_', '-')} = {value!r} is not a {tname}") from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate(cfg: RunConfig) -> None:
+    brokers.check_name(cfg.broker)
+    for name, allowed in CHOICES.items():
+        v = getattr(cfg, name)
+        if v not in allowed:
+            raise ConfigError(f"{_flag(name)} {v!r} is not allowed: use one of {', '.join(allowed)}")
+    if not (cfg.rate > 0 and math.isfinite(cfg.rate)):
+        raise ConfigError(f"--rate {cfg.rate:g} is not allowed: the offered rate must be a number > 0 (frames/s)")
+    for name in ("producer_rate", "consumer_rate"):
+        v = getattr(cfg, name)
+        if not v > 0:  # NaN fails too
+            raise ConfigError(f"{_flag(name)} {v:g} is not allowed: a service rate must be > 0 (or inf)")
+    Fanout.parse(cfg.fanout)
+    for name, lo in (("replicas", 1), ("batch_max", 1)):
+        if getattr(cfg, name) < lo:
+            raise ConfigError(f"{_flag(name)} {getattr(cfg, name)} is not allowed: it must be >= {lo}")
+    if cfg.replicas > 64:
+        raise ConfigError(f"--replicas {cfg.replicas} is not allowed: at most 64")
+    for name in ("batch_wait_ms", "warmup", "drain"):
+        v = getattr(cfg, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"{_flag(name)} {v:g} is not allowed: it must be a number >= 0")
+    if not (cfg.duration > 0 and math.isfinite(cfg.duration)):
+        raise ConfigError(f"--duration {cfg.duration:g} is not allowed: it must be a number of seconds > 0")
+    if cfg.duration <= cfg.warmup:
+        raise ConfigError(f"--duration {cfg.duration:g} is not allowed: it must be longer than "
+                          f"--warmup {cfg.warmup:g} (the warm-up is part of the duration)")
+    if not (FIXED_SIZE <= cfg.message_bytes <= MAX_MESSAGE_BYTES):
+        raise ConfigError(f"--message-bytes {cfg.message_bytes} is not allowed: it must be between the "
+                          f"{FIXED_SIZE}-byte header and {MAX_MESSAGE_BYTES} bytes")
+    if cfg.connect_timeout <= 0:
+        raise ConfigError(f"--connect-timeout {cfg.connect_timeout:g} is not allowed: it must be > 0")
+    if cfg.launcher == "external" and not cfg.broker_url and not brokers.get(cfg.broker).in_process \
+            and cfg.broker != "zeromq":
+        raise ConfigError("--launcher external needs --broker-url (the address of the broker you run)")
+    # options are checked against the adapter's table here, before anything starts
+    brokers_base().resolve_options(brokers.get(cfg.broker), cfg.broker_opt)
+    if cfg.images and not os.path.isdir(cfg.images):
+        raise ConfigError(f"--images {cfg.images!r} is not a folder")
+    if cfg.weights and not os.path.isfile(cfg.weights):
+        raise ConfigError(f"--weights {cfg.weights!r} is not a file")

@@ -1,0 +1,221 @@
+"""From raw records to the figures of a run: latency histograms, accounting, rate matching.
+
+Latencies (per message, ns, from harness timestamps only):
+    e2e = end - intended          publish_delay = published - intended
+    transit = received - published    wait = start - received    service = end - start
+    frame latency = end of the frame's last message - intended
+Percentiles come from HdrHistogram (values in ns, 3 significant digits, so microsecond resolution and
+better), for messages whose frame was due after the warm-up. Accounting counts every message:
+    sent (published by stage A), received (distinct messages finished by stage B), lost (sent, never
+    finished by the end of the drain), duplicated (finished more than once), reordered (a consumer got
+    it after a message published later than it).
+Rate matching: per second, offered frames, produced and consumed messages, and the backlog (messages
+published and not yet finished; for stage A, frames due and not yet processed). ``backlog_growth`` is
+the least-squares slope of the backlog over the measured seconds; the run is ``stable`` when neither
+backlog grows faster than 5% of its offered rate (at least 1/s).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from testbed.config import RunConfig
+from testbed.load import schedule
+from testbed.records import FRAME_DTYPE
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+HIGHEST_NS = 3_600 * 10**9
+STABLE_FRACTION = 0.05
+
+
+def histogram(values_ns) -> HdrHistogram:
+    h = HdrHistogram(1, HIGHEST_NS, 3)
+    record = h.record_value
+    for v in np.clip(np.asarray(values_ns, dtype=np.int64), 0, HIGHEST_NS).tolist():
+        record(v)
+    return h
+
+
+def percentiles_ms(values_ns) -> dict:
+    """p50, p90, p99, p999 and max in ms (microsecond resolution); NaN when there are no values."""
+    if len(values_ns) == 0:
+        return {k: math.nan for k in (*PERCENTILES, "max")}
+    h = histogram(values_ns)
+    out = {k: round(h.get_value_at_percentile(p) / 1e6, 6) for k, p in PERCENTILES.items()}
+    out["max"] = round(h.get_max_value() / 1e6, 6)
+    return out
+
+
+def slope(y) -> float:
+    """Least-squares slope of y against its index (per second); 0 for fewer than two points."""
+    y = np.asarray(y, dtype=float)
+    if len(y) < 2:
+        return 0.0
+    x = np.arange(len(y), dtype=float)
+    return float(np.polyfit(x, y, 1)[0])
+
+
+@dataclass
+class RunData:
+    """Everything the orchestrator collected."""
+
+    cfg: RunConfig
+    t0: int
+    frames: np.ndarray
+    messages: np.ndarray
+    a_steps: tuple = ()
+    b_steps: tuple = ()
+    broker_samples: dict = field(default_factory=dict)  # second -> {column: value}
+    failed_reasons: list = field(default_factory=list)
+    corrupt: int = 0
+    end_ns: int = 0  # when collection stopped
+
+
+@dataclass
+class Accounting:
+    sent: int
+    received: int
+    lost: int
+    duplicated: int
+    reordered: int
+    first: np.ndarray  # index into messages of each distinct message's first completion
+    lost_seqs: np.ndarray
+
+
+def account(frames: np.ndarray, messages: np.ndarray) -> Accounting:
+    sent = int(frames["n"].sum()) if len(frames) else 0
+    seqs = messages["seq"].astype(np.int64)
+    uniq, first = np.unique(seqs, return_index=True)
+    valid = uniq < sent
+    received = int(valid.sum())
+    duplicated = int(len(seqs) - len(uniq))
+    reordered = 0
+    for r in np.unique(messages["replica"]):
+        s = seqs[messages["replica"] == r]
+        if len(s) > 1:
+            run_max = np.maximum.accumulate(s)
+            reordered += int((s[1:] < run_max[:-1]).sum())
+    got = np.zeros(sent, dtype=bool)
+    got[uniq[valid]] = True
+    lost_seqs = np.flatnonzero(~got)
+    return Accounting(sent, received, sent - received, duplicated, reordered, first[valid], lost_seqs)
+
+
+def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
+    """(summary row, timeseries rows, accounting)."""
+    cfg = d.cfg
+    acc = account(d.frames, d.messages)
+    m = d.messages[acc.first]
+    warm = d.t0 + int(cfg.warmup * 1e9)
+    stop = d.t0 + int(cfg.duration * 1e9)
+    window_s = cfg.duration - cfg.warmup
+    measured = m[m["intended"] >= warm]
+
+    e2e = measured["end"] - measured["intended"]
+    lat = {
+        "e2e": e2e,
+        "publish_delay": measured["published"] - measured["intended"],
+        "transit": measured["received"] - measured["published"],
+        "wait": measured["start"] - measured["received"],
+        "service": measured["end"] - measured["start"],
+    }
+    pct = {k: percentiles_ms(v) for k, v in lat.items()}
+    frame_lat = _frame_latencies(d.frames, m, warm)
+
+    f = d.frames
+    produced_in_window = int(f["n"][(f["published"] >= warm) & (f["published"] < stop)].sum()) if len(f) else 0
+    consumed_in_window = int(((m["end"] >= warm) & (m["end"] < stop)).sum())
+    fanout_mean = cfg.fanout_dist.mean
+    offered_msgs = cfg.rate * fanout_mean
+    rho = 0.0 if math.isinf(cfg.consumer_rate) else offered_msgs / cfg.consumer_capacity
+    rho_a = 0.0 if math.isinf(cfg.producer_rate) else cfg.rate / cfg.producer_rate
+
+    ts = timeseries(d, m)
+    in_window = [r for r in ts if r["t_s"] >= cfg.warmup and r["t_s"] + 1 <= cfg.duration + 1e-9]
+    growth = slope([r["backlog"] for r in in_window])
+    a_growth = slope([r["stage_a_backlog"] for r in in_window])
+    stable = (growth <= max(1.0, STABLE_FRACTION * offered_msgs)
+              and a_growth <= max(1.0, STABLE_FRACTION * cfg.rate))
+
+    s = {
+        "sent": acc.sent, "received": acc.received, "lost": acc.lost, "duplicated": acc.duplicated,
+        "reordered": acc.reordered, "failed": int(f["failed"].sum()) if len(f) else 0, "corrupt": d.corrupt,
+        "throughput_in": round(produced_in_window / window_s, 3),
+        "throughput_out": round(consumed_in_window / window_s, 3),
+        "rho": round(rho, 4), "rho_a": round(rho_a, 4),
+        "backlog_max": max((r["backlog"] for r in ts), default=0),
+        "backlog_growth": round(growth, 3),
+        "stage_a_backlog_max": max((r["stage_a_backlog"] for r in ts), default=0),
+        "stage_a_backlog_growth": round(a_growth, 3),
+        "stable": bool(stable),
+        "measured_messages": int(len(measured)),
+    }
+    for k in ("p50", "p90", "p99", "p999", "max"):
+        s[f"e2e_{k}_ms"] = pct["e2e"][k]
+    s["frame_p50_ms"] = frame_lat["p50"]
+    s["frame_p99_ms"] = frame_lat["p99"]
+    s["publish_delay_p50_ms"] = pct["publish_delay"]["p50"]
+    s["publish_delay_p99_ms"] = pct["publish_delay"]["p99"]
+    for k in ("transit", "wait", "service"):
+        s[f"{k}_p50_ms"] = pct[k]["p50"]
+        s[f"{k}_p99_ms"] = pct[k]["p99"]
+    for prefix, names in (("a", d.a_steps), ("b", d.b_steps)):
+        for step in names:
+            col = f"{prefix}_{step}"
+            s[f"{col}_ms"] = round(float(np.median(measured[col])) / 1e6, 6) if len(measured) else math.nan
+    return s, ts, acc
+
+
+def _frame_latencies(frames: np.ndarray, m: np.ndarray, warm: int) -> dict:
+    """p50/p99 of frame latency: the frame's last message done - intended, for complete frames only."""
+    if len(m) == 0:
+        return {"p50": math.nan, "p99": math.nan}
+    order = np.argsort(m["frame_id"], kind="stable")
+    fid = m["frame_id"][order]
+    ends = m["end"][order]
+    uniq, start_idx, counts = np.unique(fid, return_index=True, return_counts=True)
+    last_end = np.maximum.reduceat(ends, start_idx)
+    intended = m["intended"][order][start_idx]
+    expected = m["count"][order][start_idx]
+    complete = (counts == expected) & (intended >= warm)
+    p = percentiles_ms(last_end[complete] - intended[complete])
+    return {"p50": p["p50"], "p99": p["p99"]}
+
+
+def timeseries(d: RunData, m: np.ndarray) -> list[dict]:
+    """One row per second since the start: rates, backlogs, window p99 and the broker's own figures."""
+    cfg = d.cfg
+    end = max(d.end_ns, d.t0 + int(cfg.duration * 1e9))
+    n_sec = max(1, int(math.ceil((end - d.t0) / 1e9)))
+    edges = d.t0 + np.arange(n_sec + 1, dtype=np.int64) * 1_000_000_000
+    offsets = schedule(cfg.arrival, cfg.rate, cfg.duration, cfg.seed) + d.t0
+    offered = np.histogram(offsets, bins=edges)[0]
+    f = d.frames
+    produced = np.histogram(f["published"], bins=edges, weights=f["n"])[0] if len(f) else np.zeros(n_sec)
+    processed_frames = np.histogram(f["end"], bins=edges)[0] if len(f) else np.zeros(n_sec)
+    consumed = np.histogram(m["end"], bins=edges)[0]
+    cum_pub = np.cumsum(produced)
+    cum_con = np.cumsum(consumed)
+    cum_off = np.cumsum(offered)
+    cum_a = np.cumsum(processed_frames)
+    which = np.searchsorted(edges, m["end"], side="right") - 1
+    e2e = m["end"] - m["intended"]
+    rows = []
+    for k in range(n_sec):
+        sel = e2e[which == k]
+        p99 = round(histogram(sel).get_value_at_percentile(99) / 1e6, 6) if len(sel) else math.nan
+        row = {
+            "t_s": k,
+            "offered_frames": int(offered[k]),
+            "produced": int(produced[k]),
+            "consumed": int(consumed[k]),
+            "backlog": int(cum_pub[k] - cum_con[k]),
+            "stage_a_backlog": int(cum_off[k] - cum_a[k]),
+            "e2e_p99_ms": p99,
+        }
+        row.update(d.broker_samples.get(k, {}))
+        rows.append(row)
+    return rows
