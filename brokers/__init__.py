@@ -13,10 +13,13 @@ from testbed.errors import ConfigError
 REGISTRY = {
     "inproc": "brokers.inproc:InprocBroker",
     "zeromq": "brokers.zeromq:ZeroMQBroker",
+    "redis": "brokers.redis_streams:RedisStreamsBroker",
+    "rabbitmq": "brokers.rabbitmq:RabbitMQBroker",
+    "kafka": "brokers.kafka:KafkaBroker",
 }
 
 #: Python package (pip extra) each adapter's client library comes from, for a clear ImportError.
-CLIENT_PACKAGES = {"zeromq": "pyzmq"}
+CLIENT_PACKAGES = {"zeromq": "pyzmq", "redis": "redis", "rabbitmq": "pika", "kafka": "confluent-kafka"}
 
 
 def names() -> list[str]:

@@ -135,6 +135,10 @@ class Broker(ABC):
     def ack(self, deliveries: list[Delivery]) -> None:
         """Acknowledge after service (no-op for brokers without acknowledgements)."""
 
+    def server_impl(self) -> str:
+        """What answers at the endpoint, asked of the broker itself: e.g. "redis 7.0.15"."""
+        return self.endpoint.impl or self.name
+
     # -- broker-side figures (sampled once a second by the orchestrator; None when unknown) ------
     def broker_backlog(self, topic: str, group: str) -> int | None:
         return None

@@ -30,7 +30,7 @@ if [ -n "$missing" ]; then
 fi
 
 # 2. The virtual environment, reinstalled only when pyproject.toml changes.
-stamp="$VENV/.setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.setup-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   say "installing Python packages into $VENV (the first time takes several minutes: torch is large)"
@@ -39,4 +39,9 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.setup-*
   touch "$stamp"
 fi
+# 3. Further steps, one file per area (e.g. fetching Apache Kafka's jars), in name order.
+for step in scripts/setup.d/*.sh; do
+  [ -e "$step" ] || continue
+  VENV="$VENV" bash "$step"
+done
 say "ready ($VENV)"

@@ -5,6 +5,7 @@ import importlib
 
 PIPELINES = {
     "synthetic": "stages.synthetic",
+    "vision": "stages.vision",
 }
 
 

@@ -36,6 +36,8 @@ class RunConfig:
     broker_opt: dict = field(default_factory=dict)
     broker_cpus: str = ""
     broker_memory: str = ""
+    broker_heap: str = "512m"
+    no_build: bool = False
     # load and stages
     pipeline: str = "synthetic"
     rate: float = 50.0
@@ -107,6 +109,8 @@ HELP = {
     "broker_opt": "KEY=VALUE broker option (repeatable); the adapter's docstring lists them",
     "broker_cpus": "pin the broker to these CPUs, e.g. 1 or 0-1 (docker cpuset; local: CPU affinity)",
     "broker_memory": "cap the broker's memory, e.g. 2g (docker only)",
+    "broker_heap": "JVM heap of a Kafka broker the testbed starts (default 512m)",
+    "no_build": "docker launcher: never build a missing image; fail with the command to build it",
     "pipeline": "stages: synthetic (service times set exactly) or vision (real detector + classifier)",
     "rate": "offered load in frames/s (default 50)",
     "arrival": "arrival process of frames: constant, poisson or bursty (default poisson)",

@@ -35,7 +35,7 @@ import stages
 from testbed import records, report
 from testbed.config import RunConfig
 from testbed.errors import ConfigError, StageError, TestbedError
-from testbed.launch import launch
+from testbed.launchers import launch
 from testbed.metrics import RunData, summarize
 
 READY_TIMEOUT_S = 180.0  # model loading (vision) can take a while on a busy 2-core machine

@@ -1,0 +1,92 @@
+"""``python -m testbed.brokers``: manage what the broker launchers need and leave behind.
+
+    python -m testbed.brokers list                 # brokers, their launchers and options
+    python -m testbed.brokers install kafka        # fetch (once, cached) what the local launcher needs
+    python -m testbed.brokers cleanup              # remove every broker process/container a run left
+    python -m testbed.brokers engine status|start|stop   # the Docker engine the docker launcher uses
+    python -m testbed.brokers images [--build]     # the image per broker, present or not; build missing
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import brokers
+from testbed.errors import TestbedError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def cmd_list(args) -> int:
+    for name in brokers.names():
+        try:
+            cls = brokers.get(name)
+        except TestbedError as exc:
+            print(f"{name}: unavailable ({exc})")
+            continue
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        print(f"{name}: {doc[0] if doc else ''}")
+        for key, opt in cls.OPTIONS.items():
+            print(f"    --broker-opt {key}={opt.default!r:<12} {opt.doc}")
+    return 0
+
+
+def cmd_install(args) -> int:
+    if args.what == "kafka":
+        from testbed.launchers import kafka_dist
+        path = kafka_dist.install(progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(path)
+        return 0
+    raise TestbedError(f"install {args.what!r}: nothing to install (allowed: kafka)")
+
+
+def cmd_cleanup(args) -> int:
+    from testbed.launchers import cleanup
+    for line in cleanup.cleanup_all():
+        print(line)
+    return 0
+
+
+def cmd_engine(args) -> int:
+    from testbed.launchers import docker_engine
+    return docker_engine.cli(args.action)
+
+
+def cmd_images(args) -> int:
+    from testbed.launchers import docker_images
+    return docker_images.cli(build=args.build)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m testbed.brokers", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="brokers and their options").set_defaults(fn=cmd_list)
+    s = sub.add_parser("install", help="fetch what a local launcher needs (cached)")
+    s.add_argument("what", choices=["kafka"])
+    s.set_defaults(fn=cmd_install)
+    sub.add_parser("cleanup", help="remove broker processes and containers that runs left").set_defaults(fn=cmd_cleanup)
+    s = sub.add_parser("engine", help="the Docker engine: status, start (a private one), stop")
+    s.add_argument("action", choices=["status", "start", "stop"])
+    s.set_defaults(fn=cmd_engine)
+    s = sub.add_parser("images", help="per broker, the image the docker launcher uses")
+    s.add_argument("--build", action="store_true", help="build the missing local images")
+    s.set_defaults(fn=cmd_images)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except TestbedError as exc:
+        print(f"testbed.brokers: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
