@@ -22,9 +22,14 @@ from testbed.launchers.base import BrokerHandle, free_port  # noqa: F401 (re-exp
 EMBEDDED = ("inproc", "zeromq")
 
 
+def _embedded(broker: str) -> bool:
+    import brokers
+    return broker in EMBEDDED or brokers.get(broker).in_process
+
+
 def resolve_launcher(cfg: RunConfig) -> str:
     """The launcher a run will use (``auto`` resolved)."""
-    if cfg.broker in EMBEDDED:
+    if _embedded(cfg.broker):
         return "external" if (cfg.broker == "zeromq" and cfg.broker_url) else "embedded"
     if cfg.launcher != "auto":
         return cfg.launcher
@@ -39,7 +44,7 @@ def resolve_launcher(cfg: RunConfig) -> str:
 
 def launch(cfg: RunConfig, run_id: str, run_dir: str) -> BrokerHandle:
     launcher = resolve_launcher(cfg)
-    if launcher == "embedded" or cfg.broker in EMBEDDED:
+    if launcher == "embedded" or _embedded(cfg.broker):
         from testbed.launchers.embedded import launch as embedded
         return embedded(cfg, run_id)
     if launcher == "external":
