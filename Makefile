@@ -18,7 +18,7 @@ test: setup
 	@bash scripts/test.sh
 
 bench: setup
-	$(PY) benchmarks/embedded.py
+	$(PY) benchmarks/embedded.py --write docs/core-benchmark.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

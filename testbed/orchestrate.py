@@ -173,7 +173,7 @@ class Collector:
         self.corrupt = 0
         self.sent = 0
         self.finished = 0
-        self._seen = bytearray()
+        self._seen = np.zeros(1024, dtype=bool)  # seq -> finished at least once
         self.distinct = 0
         self.open = dict(enumerate(st.conns))
 
@@ -199,13 +199,16 @@ class Collector:
             body = body.copy()
             self.messages.append(body)
             self.finished += len(body)
-            seen = self._seen
-            for s in body["seq"].tolist():
-                if s >= len(seen):
-                    seen.extend(bytes(max(s + 1 - len(seen), len(seen))))
-                if not seen[s]:
-                    seen[s] = 1
-                    self.distinct += 1
+            seqs = np.unique(body["seq"])
+            if len(seqs):
+                top = int(seqs[-1]) + 1
+                if top > len(self._seen):
+                    grown = np.zeros(max(top, 2 * len(self._seen)), dtype=bool)
+                    grown[:len(self._seen)] = self._seen
+                    self._seen = grown
+                new = seqs[~self._seen[seqs]]
+                self._seen[new] = True
+                self.distinct += len(new)
         elif tag == records.FRAMES:
             body = body.copy()
             self.frames.append(body)
