@@ -21,6 +21,7 @@ import multiprocessing.connection as mpc
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -249,6 +250,7 @@ def execute(cfg: RunConfig, progress=None, run_id: str | None = None, broker_han
     launched and stopped here.
     """
     run_id = run_id or new_run_id(cfg.broker)
+    created = not os.path.exists(cfg.out or os.path.join("results", run_id))
     run_dir = prepare_run_dir(cfg, run_id)
     a_steps, b_steps = stages.step_names(cfg.pipeline)
     msg_dtype = records.message_dtype(a_steps, b_steps)
@@ -313,9 +315,10 @@ def execute(cfg: RunConfig, progress=None, run_id: str | None = None, broker_han
         error = "interrupted (Ctrl-C)"
     except TestbedError as exc:
         error = str(exc)
-        if st is None and t0 == 0 and col is None:
+        if isinstance(exc, ConfigError):  # bad input found late: nothing is written
             _cleanup(st, col, admin, handle if own_handle else None, topic)
-            _remove_if_empty(run_dir)
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
             raise
@@ -391,13 +394,6 @@ def _cleanup(st, col, admin, handle, topic) -> None:
         finally:
             if handle is not None:
                 handle.stop()
-
-
-def _remove_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
 
 
 def _write(cfg, run_id, run_dir, col, t0, end_ns, a_steps, b_steps, samples, handle, complete, error,
