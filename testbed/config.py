@@ -291,3 +291,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--images {cfg.images!r} is not a folder")
     if cfg.weights and not os.path.isfile(cfg.weights):
         raise ConfigError(f"--weights {cfg.weights!r} is not a file")
+    if cfg.pipeline == "vision":  # images folder, DALI, CUDA and --weights (stages/vision/__init__.py)
+        import stages.vision
+        stages.vision.check(cfg)

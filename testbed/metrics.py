@@ -166,7 +166,36 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
         for step in names:
             col = f"{prefix}_{step}"
             s[f"{col}_ms"] = round(float(np.median(measured[col])) / 1e6, 6) if len(measured) else math.nan
+    if d.a_steps or d.b_steps:
+        s.update(_step_extras(d, measured, warm, s["e2e_p50_ms"]))
     return s, ts, acc
+
+
+def _step_extras(d: RunData, measured: np.ndarray, warm: int, e2e_p50_ms: float) -> dict:
+    """Columns of pipelines that time their steps (vision).
+
+    a_publish_ms: p50 over measured frames that emitted messages of (published - end): the time stage A
+        spends handing all of a frame's messages to the broker client (measured by the harness).
+    non_dnn_share: the fraction of the e2e p50 that is not DNN inference,
+        1 - p50(a_infer + b_infer) / e2e_p50, over measured messages. A message's path holds one
+        stage A inference (its frame's) and one stage B inference (its batch's); everything else on
+        it (decode, resize, normalize, copies, NMS and crops, serialisation, publish, broker transit,
+        queueing, batch wait) is non-DNN. Empty when no step is called ``infer``.
+    """
+    out = {}
+    f = d.frames
+    if d.a_steps:
+        sel = f[(f["intended"] >= warm) & (f["n"] > 0)] if len(f) else f
+        out["a_publish_ms"] = round(float(np.median(sel["published"] - sel["end"])) / 1e6, 6) if len(sel) else math.nan
+    cols = [f"{p}_infer" for p, names in (("a", d.a_steps), ("b", d.b_steps)) if "infer" in names]
+    share = math.nan
+    if cols and len(measured) and e2e_p50_ms > 0:
+        dnn = np.zeros(len(measured), dtype=np.int64)
+        for c in cols:
+            dnn += measured[c].astype(np.int64)
+        share = round(1.0 - float(np.median(dnn)) / 1e6 / e2e_p50_ms, 4)
+    out["non_dnn_share"] = share
+    return out
 
 
 def _frame_latencies(frames: np.ndarray, m: np.ndarray, warm: int) -> dict:

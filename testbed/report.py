@@ -119,7 +119,34 @@ def human(row: dict, run_dir: str) -> str:
         f"  sent {row['sent']}, received {row['received']}, lost {row['lost']}, "
         f"duplicated {row['duplicated']}, reordered {row['reordered']}, failed frames {row['failed']}",
     ]
+    lines += step_table(row)
     if row.get("error"):
         lines.append(f"  error: {row['error']}")
     lines.append(f"  results: {run_dir}")
     return "\n".join(lines)
+
+
+def step_table(row: dict) -> list[str]:
+    """Where a message's time goes, for pipelines that time their steps (vision): p50 of each step.
+
+    Stage A steps are per frame (a message carries its frame's), stage B steps per batch; publish,
+    transit and wait are the harness's own measurements. Empty for pipelines without steps.
+    """
+    def val(v):
+        return math.nan if v in (None, "") else float(v)
+
+    a = [(k[2:-3], row[k]) for k in row if k.startswith("a_") and k.endswith("_ms")]
+    b = [(k[2:-3], row[k]) for k in row if k.startswith("b_") and k.endswith("_ms")]
+    if not a and not b:
+        return []
+    e2e = val(row.get("e2e_p50_ms"))
+    rows = [("A", n, v) for n, v in a] + [("broker", "transit", row.get("transit_p50_ms")),
+                                          ("B", "batch wait", row.get("wait_p50_ms"))] + [("B", n, v) for n, v in b]
+    out = ["  per-step p50 (stage A per frame, stage B per batch):", "    stage   step          ms       % of e2e p50"]
+    for stage, name, v in rows:
+        v = val(v)
+        pct = "" if math.isnan(v) or not e2e > 0 else f"{100 * v / e2e:6.1f}%"
+        out.append(f"    {stage:<7s} {name:<12s} {'-' if math.isnan(v) else f'{v:9.3f}':>9s}  {pct}")
+    share = val(row.get("non_dnn_share"))
+    out.append(f"    e2e p50 {_ms(e2e)}; non-DNN share {'-' if math.isnan(share) else f'{share:.2f}'}")
+    return out

@@ -2,6 +2,11 @@
 
     python -m testbed.run --broker inproc --duration 20
     python -m testbed.run --broker zeromq --producer-rate 120 --consumer-rate 100 --duration 30
+    python -m testbed.run --broker inproc --find-max-rate --slo-p99-ms 50 --duration 5
+
+With ``--find-max-rate`` it searches for the highest offered rate that is stable with e2e p99 under
+``--slo-p99-ms`` (testbed/maxrate.py): one run per probe under --out, listed in maxrate.csv; exit 1
+when the answer could not be bracketed within --min-rate..--max-rate and --max-probes.
 
 Prints a progress line a second and a short summary; writes results/<run_id>/ (or --out DIR) with
 summary.csv, timeseries.csv, messages.csv and run.json. Exit codes: 0 done, 1 the run failed
@@ -14,6 +19,11 @@ import sys
 
 from testbed.config import add_run_arguments, resolve
 from testbed.errors import TestbedError
+from testbed.maxrate import (DEFAULT_MAX_PROBES, DEFAULT_MAX_RATE, DEFAULT_MIN_RATE, DEFAULT_SLO_MS,
+                             DEFAULT_TOLERANCE, Search)
+from testbed.maxrate import main_branch as maxrate_branch
+
+SEARCH_FLAGS = ("find_max_rate", "slo_p99_ms", "min_rate", "max_rate", "max_probes", "rate_tolerance")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
                "130 interrupted. Flags override --config; see README.md for the columns.")
     add_run_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    g = p.add_argument_group("highest sustainable rate (testbed/maxrate.py)")
+    g.add_argument("--find-max-rate", action="store_true",
+                   help="search for the highest --rate that is stable with e2e p99 under --slo-p99-ms")
+    g.add_argument("--slo-p99-ms", type=float, metavar="MS", default=DEFAULT_SLO_MS,
+                   help=f"latency bound of the search: e2e p99 in ms (default {DEFAULT_SLO_MS:g})")
+    g.add_argument("--min-rate", type=float, metavar="N", default=DEFAULT_MIN_RATE,
+                   help=f"lowest rate probed, frames/s (default {DEFAULT_MIN_RATE:g})")
+    g.add_argument("--max-rate", type=float, metavar="N", default=DEFAULT_MAX_RATE,
+                   help=f"highest rate probed, frames/s (default {DEFAULT_MAX_RATE:g})")
+    g.add_argument("--max-probes", type=int, metavar="N", default=DEFAULT_MAX_PROBES,
+                   help=f"at most this many runs (default {DEFAULT_MAX_PROBES})")
+    g.add_argument("--rate-tolerance", type=float, metavar="F", default=DEFAULT_TOLERANCE,
+                   help=f"stop when pass and fail rates are this close, relative (default {DEFAULT_TOLERANCE:g})")
     return p
 
 
@@ -40,8 +63,13 @@ def main(argv=None) -> int:
     quiet = getattr(args, "quiet", False)
     if hasattr(args, "quiet"):
         del args.quiet
+    search_args = {k: vars(args).pop(k) for k in SEARCH_FLAGS}
     try:
         cfg = resolve(args)
+        if search_args.pop("find_max_rate"):
+            search = Search(search_args["slo_p99_ms"], search_args["min_rate"], search_args["max_rate"],
+                            search_args["max_probes"], search_args["rate_tolerance"])
+            return maxrate_branch(cfg, search, quiet)
         from testbed import report
         from testbed.orchestrate import execute
         progress = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,0 +1,291 @@
+"""Benchmark: the harness on Redis Streams and RabbitMQ (and ZeroMQ for reference) against a raw client
+loop with the same client library and the same settings, in the same run, on the same broker instance.
+
+Layout for both sides: one producer process and one consumer process (multiprocessing spawn), the
+broker a private local process (``--launcher local``) started once per broker and shared by the raw and
+the harness measurements. Payloads 1 KB and 150 KB.
+
+- max rate: the producer publishes flat out for ``--seconds``; messages/s that reach the consumer
+  (from its first message to the end of the window). The harness runs ``--producer-rate inf
+  --consumer-rate inf`` with an offered rate far above what the broker takes; its ``throughput_out``.
+- latency at a fixed rate: constant arrivals at ``--fixed-rate`` msg/s; the raw producer puts its
+  intended send time in the message and the consumer subtracts it from its clock (one monotonic clock
+  on Linux); the harness's e2e p50/p99 (also from the intended time). The first 20% is warm-up.
+
+Same settings on both sides: Redis, one XADD per message with fields h/p, XREADGROUP COUNT ``--batch``
+BLOCK 50 ms, XACK per batch, all on one redis-py ``Connection`` (send_command/read_response, as the
+adapter does: see brokers/redis_streams.py for why); RabbitMQ, transient queue and messages, no confirms, prefetch 100,
+basic_consume + process_data_events, one multiple-ack per batch; ZeroMQ: benchmarks/embedded.py's raw
+loop. The harness runs with ``--batch-max`` = ``--batch``.
+
+Goal (issue #3): the harness reaches at least 90% of the raw loop's rate and adds under 10% to its p50.
+A benchmark, not a test. Run it under the lock, it loads both cores for about three minutes:
+
+    flock /tmp/testbed-bench.lock .venv/bin/python benchmarks/brokers.py [--write docs/brokers-bench.md]
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import struct
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# this file is called brokers.py: its folder must not come before the project's ``brokers`` package
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(HERE)  # benchmarks/embedded.py (the raw ZeroMQ loop)
+
+from testbed.config import RunConfig, validate  # noqa: E402
+from testbed.orchestrate import execute  # noqa: E402
+
+now = time.monotonic_ns
+MAX_OFFERED = 100_000.0
+PREFETCH = 100
+STAMP = struct.Struct("<q")
+
+
+# -- raw producer/consumer, one process each ----------------------------------------------------------
+def _schedule(mode: str, seconds: float, rate: float):
+    """Yield the intended send time of each message (flat out: now)."""
+    if mode == "max":
+        end = now() + int((seconds + 1.0) * 1e9)
+        while now() < end:
+            for _ in range(64):
+                yield now()
+    else:
+        t0 = now() + 50_000_000
+        for i in range(int(rate * seconds)):
+            intended = t0 + int(i * 1e9 / rate)
+            d = intended - now()
+            if d > 0:
+                time.sleep(d / 1e9)
+            yield intended
+
+
+def _producer(broker, url, topic, size, mode, seconds, rate, start):
+    payload = os.urandom(size)
+    start.wait()
+    if broker == "redis":
+        import redis
+        r = redis.Redis.from_url(url)
+        c = r.connection_pool.get_connection()
+        for intended in _schedule(mode, seconds, rate):
+            c.send_command("XADD", topic, "*", b"h", STAMP.pack(intended), b"p", payload)
+            c.read_response()
+        r.xadd(topic, {b"h": b"END", b"p": b""})
+        r.close()
+    else:
+        import pika
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+        ch = conn.channel()
+        for intended in _schedule(mode, seconds, rate):
+            ch.basic_publish("", topic, b"".join((STAMP.pack(intended), payload)))
+        ch.basic_publish("", topic, b"END")
+        conn.close()
+
+
+def _consumer(broker, url, topic, mode, seconds, batch, conn):
+    lat: list[int] = []
+    state = {"n": 0, "first": 0, "last": 0, "end": False}
+    window = int(seconds * 1e9)
+
+    def take(stamps):
+        t = now()
+        for head in stamps:
+            if head[:3] == b"END":
+                state["end"] = True
+                return
+            if not state["first"]:
+                state["first"] = t
+            elif mode == "max" and t - state["first"] > window:
+                state["end"] = True
+                return
+            state["n"] += 1
+            state["last"] = t
+            if mode != "max":
+                lat.append(t - STAMP.unpack_from(head)[0])
+
+    if broker == "redis":
+        import redis
+        r = redis.Redis.from_url(url)
+        r.xgroup_create(topic, "raw", id="0", mkstream=True)
+        c = r.connection_pool.get_connection()
+        conn.send_bytes(b"ready")
+        while not state["end"]:
+            c.send_command("XREADGROUP", "GROUP", "raw", "c0", "COUNT", batch, "BLOCK", 50, "STREAMS", topic, ">")
+            reply = c.read_response()
+            if reply:
+                entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+                take(fields[1] for _, fields in entries)
+                c.send_command("XACK", topic, "raw", *[eid for eid, _ in entries])
+                c.read_response()
+        r.close()
+    else:
+        import collections
+
+        import pika
+        c = pika.BlockingConnection(pika.URLParameters(url))
+        ch = c.channel()
+        ch.basic_qos(prefetch_count=PREFETCH)
+        inbox: collections.deque = collections.deque()
+        ch.basic_consume(topic, lambda _ch, m, _p, body: inbox.append((m.delivery_tag, body)))
+        conn.send_bytes(b"ready")
+        while not state["end"]:
+            if not inbox:
+                c.process_data_events(time_limit=0.05)
+                if inbox:
+                    c.process_data_events(0)
+            got = [inbox.popleft() for _ in range(min(batch, len(inbox)))]
+            if got:
+                take(body for _, body in got)
+                ch.basic_ack(got[-1][0], multiple=True)
+        c.close()
+    if mode == "max":
+        n, ns = state["n"], state["last"] - state["first"]
+        conn.send_bytes(struct.pack("<qq", n, ns))
+    else:
+        conn.send_bytes(np.asarray(lat, np.int64).tobytes())
+
+
+def raw(broker: str, url: str, size: int, mode: str, seconds: float, rate: float, batch: int):
+    topic = f"raw-{mode}-{size}-{os.getpid()}-{now()}"
+    _make_topic(broker, url, topic)
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    r, w = ctx.Pipe(duplex=False)
+    cons = ctx.Process(target=_consumer, args=(broker, url, topic, mode, seconds, batch, w))
+    prod = ctx.Process(target=_producer, args=(broker, url, topic, size, mode, seconds, rate, start))
+    cons.start()
+    prod.start()
+    try:
+        assert r.poll(60) and r.recv_bytes() == b"ready"
+        start.set()
+        assert r.poll(seconds + 60), "raw consumer got no result"
+        data = r.recv_bytes()
+    finally:
+        for p in (prod, cons):
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+        _drop_topic(broker, url, topic)
+    if mode == "max":
+        n, ns = struct.unpack("<qq", data)
+        return n / (ns / 1e9)
+    lat = np.frombuffer(data, np.int64)
+    return lat[int(len(lat) * 0.2):]
+
+
+def _make_topic(broker, url, topic):
+    if broker == "rabbitmq":
+        import pika
+        c = pika.BlockingConnection(pika.URLParameters(url))
+        c.channel().queue_declare(topic)
+        c.close()
+
+
+def _drop_topic(broker, url, topic):
+    if broker == "redis":
+        import redis
+        r = redis.Redis.from_url(url)
+        r.delete(topic)
+        r.close()
+    else:
+        import pika
+        c = pika.BlockingConnection(pika.URLParameters(url))
+        c.channel().queue_delete(topic)
+        c.close()
+
+
+# -- the harness -------------------------------------------------------------------------------------
+def harness(broker: str, handle, size: int, rate: float, seconds: float, batch: int, out_root: str) -> dict:
+    cfg = RunConfig(broker=broker, launcher="local", rate=rate, arrival="constant", fanout="1",
+                    producer_rate=float("inf"), consumer_rate=float("inf"), message_bytes=max(size, 64),
+                    duration=seconds + 1.0, warmup=1.0, drain=2.0, no_trace=True, seed=1, batch_max=batch,
+                    out=os.path.join(out_root, f"{broker}-{size}-{int(rate)}-{now()}"))
+    validate(cfg)
+    try:
+        return execute(cfg, broker_handle=handle).summary
+    except Exception as exc:  # noqa: BLE001 - a run that drained partly still has its rates written
+        print(f"  harness run: {exc}", file=sys.stderr)
+        import csv
+        return {k: _num(v) for k, v in next(csv.DictReader(open(os.path.join(cfg.out, "summary.csv")))).items()}
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--sizes", default="1024,153600")
+    ap.add_argument("--fixed-rate", type=float, default=200.0, help="messages/s for the latency rows")
+    ap.add_argument("--batch", type=int, default=100, help="consumer batch (COUNT / --batch-max)")
+    ap.add_argument("--brokers", default="redis,rabbitmq,zeromq")
+    ap.add_argument("--write", metavar="FILE", help="also write the table (markdown) to FILE")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    out_root = tempfile.mkdtemp(prefix="bench-brokers-")
+    rows = []
+    t_start = time.monotonic()
+    for broker in args.brokers.split(","):
+        handle = None
+        if broker != "zeromq":
+            from testbed.launchers import launch
+            handle = launch(RunConfig(broker=broker, launcher="local"), f"bench-{broker}", out_root)
+        impl = handle.endpoint.impl if handle else "pyzmq"
+        try:
+            for size in sizes:
+                print(f"{broker} {size} B: raw max ...", file=sys.stderr, flush=True)
+                if broker == "zeromq":
+                    from embedded import raw_zmq
+                    raw_max = raw_zmq(size, "max", args.seconds)
+                    lat = raw_zmq(size, "latency", args.seconds, args.fixed_rate)
+                else:
+                    raw_max = raw(broker, handle.endpoint.url, size, "max", args.seconds, 0, args.batch)
+                    lat = raw(broker, handle.endpoint.url, size, "latency", args.seconds, args.fixed_rate,
+                              args.batch)
+                print(f"{broker} {size} B: harness ...", file=sys.stderr, flush=True)
+                h = harness(broker, handle, size, min(max(2 * raw_max, 1000.0), MAX_OFFERED), args.seconds,
+                            args.batch, out_root)
+                hl = harness(broker, handle, size, args.fixed_rate, args.seconds, args.batch, out_root)
+                r50, r99 = np.percentile(lat, 50) / 1e6, np.percentile(lat, 99) / 1e6
+                rows.append({
+                    "broker": broker, "impl": impl, "bytes": size, "raw_max": raw_max,
+                    "harness_max": float(h["throughput_out"]), "raw_p50": r50, "raw_p99": r99,
+                    "h_p50": float(hl["e2e_p50_ms"]), "h_p99": float(hl["e2e_p99_ms"]),
+                })
+        finally:
+            if handle is not None:
+                handle.stop()
+    took = time.monotonic() - t_start
+    head = (f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"{platform.platform()}, Python {platform.python_version()}; shared with other developers' "
+            f"jobs, so noisy. {args.seconds:g} s per measurement, latency at {args.fixed_rate:g} msg/s "
+            f"constant, consumer batch {args.batch}; whole benchmark {took:.0f} s.\n\n"
+            "| broker | bytes | raw max msg/s | harness max msg/s | harness/raw | raw p50/p99 ms | "
+            "harness e2e p50/p99 ms | p50 added |\n|---|---|---|---|---|---|---|---|\n")
+    body = "".join(
+        f"| {r['broker']} ({r['impl']}) | {r['bytes']} | {r['raw_max']:,.0f} | {r['harness_max']:,.0f} | "
+        f"{r['harness_max'] / r['raw_max']:.0%} | {r['raw_p50']:.3f} / {r['raw_p99']:.3f} | "
+        f"{r['h_p50']:.3f} / {r['h_p99']:.3f} | {(r['h_p50'] / r['raw_p50'] - 1):+.0%} |\n"
+        for r in rows)
+    print(head + body)
+    if args.write:
+        with open(args.write, "w") as fh:
+            fh.write(head + body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The highest sustainable offered rate under a latency bound (``testbed.run --find-max-rate``).
+
+Like MLPerf LoadGen's peak-performance search: a rate *passes* when its run completes, is ``stable``
+(neither backlog grows, see testbed/metrics.py) and its e2e p99 is at most ``--slo-p99-ms``. The search
+
+1. probes ``--min-rate``; if it fails, there is no answer in range (said so, exit 1);
+2. brackets: doubles the rate (capped at ``--max-rate``) until a probe fails; if ``--max-rate`` passes,
+   the answer is at least that (said so, exit 1);
+3. bisects between the highest pass and the lowest fail until they are within ``--rate-tolerance``
+   (relative) or ``--max-probes`` runs are spent.
+
+The answer is the highest rate that passed. Every probe is a full run (warm-up, duration, drain) with its
+own folder under the search folder; ``maxrate.csv`` lists them. The broker is started once for the whole
+search. A probe that fails with an error (not a verdict) stops the search: a broken broker must not be
+read as "too slow".
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+
+from testbed import report
+from testbed.config import RunConfig
+from testbed.errors import ConfigError, TestbedError
+
+DEFAULT_SLO_MS = 50.0
+DEFAULT_MIN_RATE = 1.0
+DEFAULT_MAX_RATE = 1000.0
+DEFAULT_MAX_PROBES = 12
+DEFAULT_TOLERANCE = 0.05
+COLUMNS = ["probe", "rate", "offered_msgs", "passed", "reason", "stable", "e2e_p99_ms", "throughput_out",
+           "backlog_growth", "lost", "run_dir"]
+
+
+@dataclass
+class Search:
+    slo_p99_ms: float = DEFAULT_SLO_MS
+    min_rate: float = DEFAULT_MIN_RATE
+    max_rate: float = DEFAULT_MAX_RATE
+    max_probes: int = DEFAULT_MAX_PROBES
+    tolerance: float = DEFAULT_TOLERANCE
+
+    def check(self) -> None:
+        if not (self.slo_p99_ms > 0 and math.isfinite(self.slo_p99_ms)):
+            raise ConfigError(f"--slo-p99-ms {self.slo_p99_ms:g} is not allowed: a latency bound > 0 (ms)")
+        if not (self.min_rate > 0 and math.isfinite(self.min_rate)):
+            raise ConfigError(f"--min-rate {self.min_rate:g} is not allowed: a rate > 0 (frames/s)")
+        if not (self.max_rate > self.min_rate and math.isfinite(self.max_rate)):
+            raise ConfigError(f"--max-rate {self.max_rate:g} is not allowed: it must be above --min-rate "
+                              f"{self.min_rate:g}")
+        if self.max_probes < 2:
+            raise ConfigError(f"--max-probes {self.max_probes} is not allowed: at least 2")
+        if not (0 < self.tolerance < 1):
+            raise ConfigError(f"--rate-tolerance {self.tolerance:g} is not allowed: a fraction between 0 and 1")
+
+
+@dataclass
+class Outcome:
+    rate: float | None            # highest passing rate (frames/s); None when even --min-rate failed
+    bracketed: bool               # a pass and a fail were found, the answer lies between them
+    message: str
+    probes: list = field(default_factory=list)
+    out: str = ""
+
+
+def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
+    p99 = summary.get("e2e_p99_ms")
+    if not summary.get("complete"):
+        return False, f"incomplete: {summary.get('error') or 'run did not complete'}"
+    if not summary.get("stable"):
+        return False, f"not stable (backlog grows {summary.get('backlog_growth', 0):+.1f} msg/s)"
+    if p99 is None or (isinstance(p99, float) and math.isnan(p99)):
+        return False, "no latency measured"
+    if p99 > slo_ms:
+        return False, f"p99 {p99:.2f} ms > {slo_ms:g} ms"
+    return True, f"p99 {p99:.2f} ms <= {slo_ms:g} ms, stable"
+
+
+def find(cfg: RunConfig, search: Search, out: str, live=None) -> Outcome:
+    """Run the search; every probe writes a run folder under ``out``; maxrate.csv lists them."""
+    from testbed.launchers import launch
+    from testbed.orchestrate import execute
+    search.check()
+    os.makedirs(out, exist_ok=True)
+    probes: list[dict] = []
+    handle = launch(cfg, f"maxrate-{cfg.broker}-{secrets.token_hex(2)}", os.path.join(out, "_broker"))
+
+    def probe(rate: float) -> bool:
+        n = len(probes) + 1
+        pcfg = dataclasses.replace(cfg, rate=round(rate, 3), broker_opt=dict(cfg.broker_opt))
+        pcfg.out = os.path.join(out, f"probe-{n:02d}-rate{pcfg.rate:g}")
+        if live:
+            live.start_run(f"probe {n}: {pcfg.rate:g} frames/s", pcfg.duration + pcfg.drain)
+        try:
+            res = execute(pcfg, progress=live.tick if live else None,
+                          run_id=f"maxrate-{n:02d}-{secrets.token_hex(2)}", broker_handle=handle)
+        finally:
+            if live:
+                live.end_run()
+        s = res.summary
+        ok, why = verdict(s, search.slo_p99_ms)
+        probes.append({"probe": n, "rate": pcfg.rate, "offered_msgs": round(pcfg.offered_message_rate, 3),
+                       "passed": ok, "reason": why, "stable": s.get("stable"), "e2e_p99_ms": s.get("e2e_p99_ms"),
+                       "throughput_out": s.get("throughput_out"), "backlog_growth": s.get("backlog_growth"),
+                       "lost": s.get("lost"), "run_dir": res.run_dir})
+        report.write_csv(os.path.join(out, "maxrate.csv"), probes, COLUMNS)
+        if live:
+            live.log(f"probe {n}: {pcfg.rate:g} frames/s -> {'pass' if ok else 'FAIL'} ({why})")
+        return ok
+
+    try:
+        return _search(probe, search, probes, out)
+    finally:
+        handle.stop()
+
+
+def _search(probe, search: Search, probes: list, out: str) -> Outcome:
+    lo, hi = search.min_rate, None
+    if not probe(lo):
+        return Outcome(None, False, f"cannot bracket the answer: even --min-rate {lo:g} frames/s fails "
+                                    f"({probes[-1]['reason']}); lower --min-rate", probes, out)
+    while hi is None:
+        if len(probes) >= search.max_probes:
+            return Outcome(lo, False, f"cannot bracket the answer within --max-probes {search.max_probes}: "
+                                      f"{lo:g} frames/s passes, no failing rate found yet; raise --max-probes "
+                                      "or --min-rate", probes, out)
+        r = min(lo * 2, search.max_rate)
+        if probe(r):
+            lo = r
+            if r >= search.max_rate:
+                return Outcome(lo, False, f"cannot bracket the answer: --max-rate {r:g} frames/s still passes; "
+                                          "the highest sustainable rate is at least that (raise --max-rate)",
+                               probes, out)
+        else:
+            hi = r
+    while hi / lo > 1 + search.tolerance and len(probes) < search.max_probes:
+        mid = (lo + hi) / 2
+        if probe(mid):
+            lo = mid
+        else:
+            hi = mid
+    close = hi / lo <= 1 + search.tolerance
+    note = "" if close else f" (stopped by --max-probes {search.max_probes}: the answer is below {hi:g})"
+    return Outcome(lo, True, f"highest sustainable rate: {lo:g} frames/s (passes; {hi:g} fails){note}",
+                   probes, out)
+
+
+def default_out(cfg: RunConfig) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return cfg.out or os.path.join("results", f"maxrate-{cfg.broker}-{stamp}")
+
+
+def table(outcome: Outcome, cfg: RunConfig, slo_ms: float):
+    """A rich table of the probes, in the order they ran."""
+    from rich.table import Table
+    t = Table(title=f"max-rate search: {cfg.broker}, e2e p99 <= {slo_ms:g} ms, stable "
+                    f"(fan-out mean {cfg.fanout_dist.mean:g} msgs/frame)")
+    for c, j in (("probe", "right"), ("rate frames/s", "right"), ("offered msg/s", "right"),
+                 ("result", "left"), ("p99 ms", "right"), ("out msg/s", "right"), ("backlog growth msg/s", "right"),
+                 ("why", "left")):
+        t.add_column(c, justify=j)
+    for p in outcome.probes:
+        t.add_row(str(p["probe"]), f"{p['rate']:g}", f"{p['offered_msgs']:g}", "pass" if p["passed"] else "FAIL",
+                  _f(p["e2e_p99_ms"]), _f(p["throughput_out"], 1), _f(p["backlog_growth"], 1), p["reason"])
+    return t
+
+
+def _f(v, nd: int = 2) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(x) else f"{x:.{nd}f}"
+
+
+def main_branch(cfg: RunConfig, search: Search, quiet: bool) -> int:
+    """The ``--find-max-rate`` branch of testbed.run: search, print the table and the answer."""
+    from rich.console import Console
+
+    from testbed.live import LiveRuns
+    search.check()
+    out = default_out(cfg)
+    if os.path.exists(os.path.join(out, "maxrate.csv")):
+        raise ConfigError(f"--out {out!r} already holds a max-rate search (maxrate.csv); choose another folder")
+    cfg.out = ""
+    with LiveRuns(search.max_probes, f"max-rate {cfg.broker}", quiet=quiet) as live:
+        outcome = find(cfg, search, out, live)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table(outcome, cfg, search.slo_p99_ms))
+    if outcome.rate is not None:
+        console.print(f"{outcome.message}; {outcome.rate * cfg.fanout_dist.mean:g} msg/s offered to the broker",
+                      highlight=False)
+    else:
+        console.print(outcome.message, highlight=False)
+    console.print(f"{len(outcome.probes)} runs; results in {out} (maxrate.csv)", highlight=False)
+    return 0 if outcome.bracketed else 1
+
+
+__all__ = ["Search", "Outcome", "find", "verdict", "main_branch", "TestbedError"]
