@@ -334,8 +334,9 @@ def execute(cfg: RunConfig, progress=None, run_id: str | None = None, broker_han
     if col is not None and col.errors and not error:
         error = col.errors[0].splitlines()[0]
     complete = not interrupted and not error and t0 > 0
+    options = admin.options if admin is not None else None  # the adapter's resolved options
     result = _write(cfg, run_id, run_dir, col, t0, end_ns, a_steps, b_steps, samples, handle, complete,
-                    error, started_wall)
+                    error, started_wall, options)
     if interrupted:
         raise Interrupted(f"interrupted: partial results (complete=false) in {run_dir}")
     if error:
@@ -397,7 +398,7 @@ def _cleanup(st, col, admin, handle, topic) -> None:
 
 
 def _write(cfg, run_id, run_dir, col, t0, end_ns, a_steps, b_steps, samples, handle, complete, error,
-           started_wall) -> RunResult:
+           started_wall, options=None) -> RunResult:
     from testbed.records import FRAME_DTYPE
     frames = col.frames_array() if col else np.zeros(0, FRAME_DTYPE)
     messages = col.messages_array() if col else np.zeros(0, records.message_dtype(a_steps, b_steps))
@@ -428,7 +429,9 @@ def _write(cfg, run_id, run_dir, col, t0, end_ns, a_steps, b_steps, samples, han
         "run_id": run_id, "complete": complete, "error": error, "errors": col.errors if col else [],
         "started": started_wall, "config": cfg.to_dict(), "seed": cfg.seed,
         "broker": {"name": cfg.broker, "impl": ep.impl if ep else "", "launcher": ep.launcher if ep else "",
-                   "url": ep.url if ep else "", "options": brokers_options(cfg), "launch": ep.extra if ep else {}},
+                   "url": ep.url if ep else "",
+                   "options": options if options is not None else brokers_options(cfg),
+                   "launch": ep.extra if ep else {}},
         "stages": stage_info, "failed_frames": col.failed[:1000] if col else [],
         "environment": env,
     }
