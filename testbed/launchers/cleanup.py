@@ -128,6 +128,7 @@ def cleanup_local() -> list[str]:
             continue
         if not procs:
             try:
+                # a file's mtime is wall-clock time, so its age needs the wall clock (not a duration we measure)
                 age = time.time() - os.path.getmtime(d)
             except OSError:
                 continue
