@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.append(HERE)  # benchmarks/embedded.py (the raw ZeroMQ loop)
 
 from testbed.config import RunConfig, validate  # noqa: E402
-from testbed.orchestrate import execute  # noqa: E402
+from testbed.orchestration.execute import execute  # noqa: E402
 
 now = time.monotonic_ns
 MAX_OFFERED = 100_000.0

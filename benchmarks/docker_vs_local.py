@@ -3,7 +3,7 @@
 For each broker (redis, rabbitmq, kafka = Apache Kafka) the broker is started with ``--launcher local``,
 measured, stopped, then started with ``--launcher docker`` (the image of docker_images' table: official
 or our local build; ``network_mode=host``, bound to 127.0.0.1 like the local one), measured, stopped.
-Each side gets the same two harness runs (``testbed.orchestrate.execute``, one producer and one consumer
+Each side gets the same two harness runs (``testbed.orchestration.execute``, one producer and one consumer
 process), with ``--repeat`` alternating local/docker to spread the machine's noise over both:
 
 - max rate: ``--producer-rate inf --consumer-rate inf`` and an offered rate far above what the broker
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from testbed.config import RunConfig, validate  # noqa: E402
 from testbed.launchers import launch  # noqa: E402
-from testbed.orchestrate import execute  # noqa: E402
+from testbed.orchestration.execute import execute  # noqa: E402
 
 MAX_OFFERED = 150_000.0
 

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from testbed.config import RunConfig, validate  # noqa: E402
 from testbed.launchers import free_port  # noqa: E402
-from testbed.orchestrate import execute  # noqa: E402
+from testbed.orchestration.execute import execute  # noqa: E402
 
 now = time.monotonic_ns
 COPY_THRESHOLD = 10240

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from brokers.kafka import KafkaBroker, _client_log, bootstrap_servers  # noqa: E402
 from testbed.config import RunConfig, validate  # noqa: E402
 from testbed.launchers import local_kafka  # noqa: E402
-from testbed.orchestrate import execute  # noqa: E402
+from testbed.orchestration.execute import execute  # noqa: E402
 
 now = time.monotonic_ns
 SAME_OPTS = {"fetch.wait.max.ms": "10", "session.timeout.ms": "6000"}

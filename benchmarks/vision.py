@@ -40,7 +40,7 @@ def naive(cfg: RunConfig, frames_n: int) -> dict:
     import torch
 
     import stages.vision as sv
-    from testbed.envelope import Envelope
+    from testbed.harness.envelope import Envelope
     a, b = sv.make_producer(cfg), sv.make_consumer(cfg, 0)
     a.setup()
     b.setup()
@@ -77,7 +77,7 @@ def naive(cfg: RunConfig, frames_n: int) -> dict:
 
 
 def pipelined(cfg: RunConfig) -> dict:
-    from testbed.orchestrate import execute
+    from testbed.orchestration.execute import execute
     validate(cfg)
     r = execute(cfg)
     s = r.summary

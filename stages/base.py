@@ -1,6 +1,6 @@
 """The stage interface: what a DNN stage (or a synthetic stand-in) implements.
 
-The harness (testbed/runners.py) owns the loop, the clocks and the broker; a stage only does work:
+The harness (testbed/harness/loops.py) owns the loop, the clocks and the broker; a stage only does work:
 
 - ``ProducerStage.process(frame_id)`` is stage A on one frame: it returns the messages the frame fans
   out to (``Item``: payload bytes/array with shape and dtype) and the time of each of its own steps.

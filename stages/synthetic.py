@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from stages.base import ConsumerStage, FrameResult, Item, ProducerStage
-from testbed.distributions import Fanout, rng_for, service_sampler
-from testbed.envelope import FIXED_SIZE
+from testbed.load.distributions import Fanout, rng_for, service_sampler
+from testbed.harness.envelope import FIXED_SIZE
 
 PRODUCER_STEPS: tuple[str, ...] = ()
 CONSUMER_STEPS: tuple[str, ...] = ()

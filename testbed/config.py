@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import yaml
 
 import brokers
-from testbed.distributions import SERVICE_DISTS, Fanout
-from testbed.envelope import FIXED_SIZE
+from testbed.load.distributions import SERVICE_DISTS, Fanout
+from testbed.harness.envelope import FIXED_SIZE
 from testbed.errors import ConfigError
 from testbed.load import ARRIVALS
 

@@ -5,7 +5,7 @@
     python -m testbed.run --broker inproc --find-max-rate --slo-p99-ms 50 --duration 5
 
 With ``--find-max-rate`` it searches for the highest offered rate that is stable with e2e p99 under
-``--slo-p99-ms`` (testbed/maxrate.py): one run per probe under --out, listed in maxrate.csv; exit 1
+``--slo-p99-ms`` (testbed/orchestration/maxrate.py): one run per probe under --out, listed in maxrate.csv; exit 1
 when the answer could not be bracketed within --min-rate..--max-rate and --max-probes.
 
 Prints a progress line a second and a short summary; writes results/<run_id>/ (or --out DIR) with
@@ -19,9 +19,9 @@ import sys
 
 from testbed.config import add_run_arguments, resolve
 from testbed.errors import TestbedError
-from testbed.maxrate import (DEFAULT_MAX_PROBES, DEFAULT_MAX_RATE, DEFAULT_MIN_RATE, DEFAULT_SLO_MS,
+from testbed.orchestration.maxrate import (DEFAULT_MAX_PROBES, DEFAULT_MAX_RATE, DEFAULT_MIN_RATE, DEFAULT_SLO_MS,
                              DEFAULT_TOLERANCE, Search)
-from testbed.maxrate import main_branch as maxrate_branch
+from testbed.orchestration.maxrate import main_branch as maxrate_branch
 
 SEARCH_FLAGS = ("find_max_rate", "slo_p99_ms", "min_rate", "max_rate", "max_probes", "rate_tolerance")
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                "130 interrupted. Flags override --config; see README.md for the columns.")
     add_run_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
-    g = p.add_argument_group("highest sustainable rate (testbed/maxrate.py)")
+    g = p.add_argument_group("highest sustainable rate (testbed/orchestration/maxrate.py)")
     g.add_argument("--find-max-rate", action="store_true",
                    help="search for the highest --rate that is stable with e2e p99 under --slo-p99-ms")
     g.add_argument("--slo-p99-ms", type=float, metavar="MS", default=DEFAULT_SLO_MS,
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
             search = Search(search_args["slo_p99_ms"], search_args["min_rate"], search_args["max_rate"],
                             search_args["max_probes"], search_args["rate_tolerance"])
             return maxrate_branch(cfg, search, quiet)
-        from testbed import report
-        from testbed.orchestrate import execute
+        from testbed.analysis import report
+        from testbed.orchestration.execute import execute
         progress = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
         result = execute(cfg, progress=progress)
         print(report.human(result.summary, result.run_dir))

@@ -12,7 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from testbed import compare, report, sweep
+from testbed.analysis import compare
+from testbed.analysis import report
+from testbed.orchestration import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_A = ("decode", "resize", "normalize", "infer")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from testbed.envelope import FIXED_SIZE, Envelope, EnvelopeError, decode, encode
+from testbed.harness.envelope import FIXED_SIZE, Envelope, EnvelopeError, decode, encode
 
 
 def test_roundtrip_one_buffer_and_two_parts():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from testbed import maxrate
+from testbed.orchestration import maxrate
 from testbed.config import RunConfig
 from testbed.errors import ConfigError
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from testbed.metrics import account, percentiles_ms, slope
-from testbed.records import FRAME_DTYPE, message_dtype
+from testbed.analysis.metrics import account, percentiles_ms, slope
+from testbed.harness.records import FRAME_DTYPE, message_dtype
 
 
 @pytest.mark.parametrize("dist", ["lognormal", "uniform", "bimodal"])

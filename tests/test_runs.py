@@ -7,7 +7,7 @@ import pytest
 
 import brokers
 from testbed.config import RunConfig, validate
-from testbed.orchestrate import execute
+from testbed.orchestration.execute import execute
 
 EMBEDDED = ["inproc", "zeromq"]
 

@@ -12,7 +12,8 @@ import textwrap
 import pytest
 
 import brokers
-from testbed import grid, sweep
+from testbed.orchestration import grid
+from testbed.orchestration import sweep
 from testbed.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +200,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_progress_lines_are_read_back():
-    from testbed.live import parse_tick
+    from testbed.orchestration.live import parse_tick
     t = parse_tick("[   3s load] in    200 msg/s  out    198 msg/s  backlog 2")
     assert t == {"t_s": 3, "phase": "load", "in": 200, "out": 198, "backlog": 2}
     assert parse_tick("starting broker redis") is None

@@ -27,7 +27,7 @@ import brokers
 from stages.vision import frames
 from testbed.config import RunConfig, validate
 from testbed.errors import ConfigError
-from testbed.orchestrate import execute
+from testbed.orchestration.execute import execute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(pipeline="vision", detector="ssdlite", classifier="mobilenet_v3", image_size="small",
@@ -157,7 +157,7 @@ def stage_pair():
 def test_stage_a_steps_add_up_to_its_service_time(stage_pair):
     a, _ = stage_pair
     for fid in range(4):
-        start = time.monotonic_ns()  # stamped as testbed/runners.py does
+        start = time.monotonic_ns()  # stamped as testbed/harness/loops.py does
         res = a.process(fid)
         service = time.monotonic_ns() - start
         assert res.failed is None
@@ -171,7 +171,7 @@ def test_stage_a_steps_add_up_to_its_service_time(stage_pair):
 
 
 def test_stage_b_steps_add_up_to_its_service_time(stage_pair):
-    from testbed.envelope import Envelope, decode, encode
+    from testbed.harness.envelope import Envelope, decode, encode
     a, b = stage_pair
     res = a.process(0)
     envs = [decode(encode(Envelope(i, 0, i, 3, 0, 0, it.payload, it.shape, it.dtype, res.steps)))
@@ -301,7 +301,7 @@ def test_cli_weights_mismatch_is_one_line_exit_2(tmp_path):
 
 
 def test_step_table_in_the_human_summary():
-    from testbed import report
+    from testbed.analysis import report
     row = {"a_decode_ms": 1.0, "a_infer_ms": 5.0, "b_infer_ms": 3.0, "transit_p50_ms": 0.5,
            "wait_p50_ms": 0.5, "e2e_p50_ms": 10.0, "non_dnn_share": 0.2}
     text = "\n".join(report.step_table(row))

@@ -36,7 +36,7 @@ from stages.vision import device as dev
 from stages.vision import frames as frames_mod
 from stages.vision import models
 from stages.vision.timing import StepClock
-from testbed.distributions import Fanout, rng_for
+from testbed.load.distributions import Fanout, rng_for
 
 CROP = models.CLASSIFIER_SIZE
 MODEL_NAMES = {"ssdlite": "ssdlite320_mobilenet_v3_large", "fasterrcnn": "fasterrcnn_mobilenet_v3_large_320_fpn"}

@@ -6,7 +6,7 @@ import time
 
 import brokers
 from brokers.base import Endpoint
-from testbed.envelope import decode
+from testbed.harness.envelope import decode
 
 
 def take_and_hang(broker: str, ep: dict, topic: str, group: str, n: int, conn) -> None:

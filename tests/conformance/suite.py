@@ -27,7 +27,7 @@ import pytest
 import brokers
 from brokers.base import Endpoint
 from testbed.config import RunConfig
-from testbed.envelope import Envelope, decode
+from testbed.harness.envelope import Envelope, decode
 from testbed.errors import BrokerError
 from testbed.launchers import launch
 

@@ -1,7 +1,7 @@
 """The harness side of the stages: the loops that run stage A and stage B and stamp every clock.
 
 Both loops run as separate OS processes (or, for the in-process queue, as threads of the orchestrator)
-and talk to the orchestrator only through a one-way pipe of binary records (testbed/records.py) and
+and talk to the orchestrator only through a one-way pipe of binary records (testbed/harness/records.py) and
 two events (start, stop). Timestamps are ``time.monotonic_ns()``, one system-wide clock on Linux, so
 records from different processes compare directly.
 
@@ -23,9 +23,9 @@ import traceback
 import brokers
 import stages
 from brokers.base import Endpoint
-from testbed import records
+from testbed.harness import records
 from testbed.config import RunConfig
-from testbed.envelope import Envelope, EnvelopeError, decode
+from testbed.harness.envelope import Envelope, EnvelopeError, decode
 from testbed.load import schedule
 
 now_ns = time.monotonic_ns

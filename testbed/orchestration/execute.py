@@ -1,7 +1,7 @@
 """One run, end to end: start the broker, the stages, the clock; collect; drain; stop; write.
 
-    load (testbed/load.py) -> stage A (stages/, testbed/runners.py) -> broker (brokers/)
-        -> stage B -> records -> metrics (testbed/metrics.py) -> CSV (testbed/report.py)
+    load (testbed/load/) -> stage A (stages/, testbed/harness/loops.py) -> broker (brokers/)
+        -> stage B -> records -> metrics (testbed/analysis/metrics.py) -> CSV (testbed/analysis/report.py)
 
 Stages run as separate OS processes (multiprocessing "spawn"), except with the in-process queue, where
 they are threads of this process. The orchestrator waits until every stage is connected and ready (a
@@ -33,11 +33,12 @@ import numpy as np
 
 import brokers
 import stages
-from testbed import records, report
+from testbed.harness import records
+from testbed.analysis import report
 from testbed.config import RunConfig
 from testbed.errors import ConfigError, StageError, TestbedError
 from testbed.launchers import launch
-from testbed.metrics import RunData, summarize
+from testbed.analysis.metrics import RunData, summarize
 
 READY_TIMEOUT_S = 180.0  # model loading (vision) can take a while on a busy 2-core machine
 STOP_TIMEOUT_S = 15.0
@@ -101,7 +102,7 @@ class Stages:
     """Stage A and the stage B replicas, as processes or (in-process queue) threads."""
 
     def __init__(self, cfg: RunConfig, endpoint, topic: str):
-        from testbed import runners
+        from testbed.harness import loops as runners
         self.in_process = brokers.get(cfg.broker).in_process
         if self.in_process:
             self.start_evt, self.stop_evt, self.t0 = threading.Event(), threading.Event(), _Shared()
@@ -227,7 +228,7 @@ class Collector:
             self.errors.append(body)
 
     def frames_array(self) -> np.ndarray:
-        from testbed.records import FRAME_DTYPE
+        from testbed.harness.records import FRAME_DTYPE
         return np.concatenate(self.frames) if self.frames else np.zeros(0, FRAME_DTYPE)
 
     def messages_array(self) -> np.ndarray:
@@ -399,7 +400,7 @@ def _cleanup(st, col, admin, handle, topic) -> None:
 
 def _write(cfg, run_id, run_dir, col, t0, end_ns, a_steps, b_steps, samples, handle, complete, error,
            started_wall, options=None) -> RunResult:
-    from testbed.records import FRAME_DTYPE
+    from testbed.harness.records import FRAME_DTYPE
     frames = col.frames_array() if col else np.zeros(0, FRAME_DTYPE)
     messages = col.messages_array() if col else np.zeros(0, records.message_dtype(a_steps, b_steps))
     data = RunData(cfg, t0 or time.monotonic_ns(), frames, messages, a_steps, b_steps, samples,

@@ -24,7 +24,7 @@ from hdrh.histogram import HdrHistogram
 
 from testbed.config import RunConfig
 from testbed.load import schedule
-from testbed.records import FRAME_DTYPE
+from testbed.harness.records import FRAME_DTYPE
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 HIGHEST_NS = 3_600 * 10**9

@@ -1,7 +1,7 @@
 """The highest sustainable offered rate under a latency bound (``testbed.run --find-max-rate``).
 
 Like MLPerf LoadGen's peak-performance search: a rate *passes* when its run completes, is ``stable``
-(neither backlog grows, see testbed/metrics.py) and its e2e p99 is at most ``--slo-p99-ms``. The search
+(neither backlog grows, see testbed/analysis/metrics.py) and its e2e p99 is at most ``--slo-p99-ms``. The search
 
 1. probes ``--min-rate``; if it fails, there is no answer in range (said so, exit 1);
 2. brackets: doubles the rate (capped at ``--max-rate``) until a probe fails; if ``--max-rate`` passes,
@@ -23,7 +23,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
-from testbed import report
+from testbed.analysis import report
 from testbed.config import RunConfig
 from testbed.errors import ConfigError, TestbedError
 
@@ -83,7 +83,7 @@ def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
 def find(cfg: RunConfig, search: Search, out: str, live=None) -> Outcome:
     """Run the search; every probe writes a run folder under ``out``; maxrate.csv lists them."""
     from testbed.launchers import launch
-    from testbed.orchestrate import execute
+    from testbed.orchestration.execute import execute
     search.check()
     os.makedirs(out, exist_ok=True)
     probes: list[dict] = []
@@ -181,7 +181,7 @@ def main_branch(cfg: RunConfig, search: Search, quiet: bool) -> int:
     """The ``--find-max-rate`` branch of testbed.run: search, print the table and the answer."""
     from rich.console import Console
 
-    from testbed.live import LiveRuns
+    from testbed.orchestration.live import LiveRuns
     search.check()
     out = default_out(cfg)
     if os.path.exists(os.path.join(out, "maxrate.csv")):

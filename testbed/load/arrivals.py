@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.distributions import rng_for
+from testbed.load.distributions import rng_for
 
 ARRIVALS = ("constant", "poisson", "bursty")
 BURST_MEAN = 8
