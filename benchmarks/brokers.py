@@ -18,57 +18,31 @@ adapter does: see brokers/redis_streams.py for why); RabbitMQ, transient queue a
 basic_consume + process_data_events, one multiple-ack per batch; ZeroMQ: benchmarks/embedded.py's raw
 loop. The harness runs with ``--batch-max`` = ``--batch``.
 
-Goal (issue #3): the harness reaches at least 90% of the raw loop's rate and adds under 10% to its p50.
-A benchmark, not a test. Run it under the lock, it loads both cores for about three minutes:
+Raw and harness sides alternate ``--repeat`` times (default 3; medians and min-max spread in the table).
+Goal: the harness reaches at least 90% of the raw loop's rate and adds under 10% to its p50.
+A benchmark, not a test. Run it under the lock, it loads both cores for several minutes:
 
     flock /tmp/testbed-bench.lock .venv/bin/python benchmarks/brokers.py [--write docs/brokers-bench.md]
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
-import platform
-import struct
 import sys
 import tempfile
 import time
 
-import numpy as np
+import _common as C  # noqa: E402 - first: the project's ``brokers`` package, not this file
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# this file is called brokers.py: its folder must not come before the project's ``brokers`` package
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.append(HERE)  # benchmarks/embedded.py (the raw ZeroMQ loop)
+from testbed.config import RunConfig  # noqa: E402
 
-from testbed.config import RunConfig, validate  # noqa: E402
-from testbed.orchestration.execute import execute  # noqa: E402
-
-now = time.monotonic_ns
+now = C.now
 MAX_OFFERED = 100_000.0
 PREFETCH = 100
-STAMP = struct.Struct("<q")
+STAMP = C.STAMP
 
 
 # -- raw producer/consumer, one process each ----------------------------------------------------------
-def _schedule(mode: str, seconds: float, rate: float):
-    """Yield the intended send time of each message (flat out: now)."""
-    if mode == "max":
-        end = now() + int((seconds + 1.0) * 1e9)
-        while now() < end:
-            for _ in range(64):
-                yield now()
-    else:
-        t0 = now() + 50_000_000
-        for i in range(int(rate * seconds)):
-            intended = t0 + int(i * 1e9 / rate)
-            d = intended - now()
-            if d > 0:
-                time.sleep(d / 1e9)
-            yield intended
-
-
 def _producer(broker, url, topic, size, mode, seconds, rate, start):
     payload = os.urandom(size)
     start.wait()
@@ -76,7 +50,7 @@ def _producer(broker, url, topic, size, mode, seconds, rate, start):
         import redis
         r = redis.Redis.from_url(url)
         c = r.connection_pool.get_connection()
-        for intended in _schedule(mode, seconds, rate):
+        for intended in C.send_times(mode, seconds, rate):
             c.send_command("XADD", topic, "*", b"h", STAMP.pack(intended), b"p", payload)
             c.read_response()
         r.xadd(topic, {b"h": b"END", b"p": b""})
@@ -85,7 +59,7 @@ def _producer(broker, url, topic, size, mode, seconds, rate, start):
         import pika
         conn = pika.BlockingConnection(pika.URLParameters(url))
         ch = conn.channel()
-        for intended in _schedule(mode, seconds, rate):
+        for intended in C.send_times(mode, seconds, rate):
             ch.basic_publish("", topic, b"".join((STAMP.pack(intended), payload)))
         ch.basic_publish("", topic, b"END")
         conn.close()
@@ -148,10 +122,9 @@ def _consumer(broker, url, topic, mode, seconds, batch, conn):
                 ch.basic_ack(got[-1][0], multiple=True)
         c.close()
     if mode == "max":
-        n, ns = state["n"], state["last"] - state["first"]
-        conn.send_bytes(struct.pack("<qq", n, ns))
+        conn.send_bytes(C.max_result(state["n"], state["last"] - state["first"]))
     else:
-        conn.send_bytes(np.asarray(lat, np.int64).tobytes())
+        conn.send_bytes(C.latency_result(lat))
 
 
 def raw(broker: str, url: str, size: int, mode: str, seconds: float, rate: float, batch: int):
@@ -170,16 +143,9 @@ def raw(broker: str, url: str, size: int, mode: str, seconds: float, rate: float
         assert r.poll(seconds + 60), "raw consumer got no result"
         data = r.recv_bytes()
     finally:
-        for p in (prod, cons):
-            p.join(30)
-            if p.is_alive():
-                p.kill()
+        C.join_all((prod, cons))
         _drop_topic(broker, url, topic)
-    if mode == "max":
-        n, ns = struct.unpack("<qq", data)
-        return n / (ns / 1e9)
-    lat = np.frombuffer(data, np.int64)
-    return lat[int(len(lat) * 0.2):]
+    return C.read_result(mode, data)
 
 
 def _make_topic(broker, url, topic):
@@ -209,30 +175,33 @@ def harness(broker: str, handle, size: int, rate: float, seconds: float, batch: 
                     producer_rate=float("inf"), consumer_rate=float("inf"), message_bytes=max(size, 64),
                     duration=seconds + 1.0, warmup=1.0, drain=2.0, no_trace=True, seed=1, batch_max=batch,
                     out=os.path.join(out_root, f"{broker}-{size}-{int(rate)}-{now()}"))
-    validate(cfg)
-    try:
-        return execute(cfg, broker_handle=handle).summary
-    except Exception as exc:  # noqa: BLE001 - a run that drained partly still has its rates written
-        print(f"  harness run: {exc}", file=sys.stderr)
-        import csv
-        return {k: _num(v) for k, v in next(csv.DictReader(open(os.path.join(cfg.out, "summary.csv")))).items()}
+    return C.harness(cfg, handle, partial_ok=True)
 
 
-def _num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
+def raw_side(broker: str, handle, size: int, args) -> dict:
+    C.say(f"{broker} {size} B: raw max and latency ...")
+    if broker == "zeromq":
+        from embedded import raw_zmq
+        top, lat = raw_zmq(size, "max", args.seconds), raw_zmq(size, "latency", args.seconds, args.fixed_rate)
+    else:
+        url = handle.endpoint.url
+        top = raw(broker, url, size, "max", args.seconds, 0, args.batch)
+        lat = raw(broker, url, size, "latency", args.seconds, args.fixed_rate, args.batch)
+    p50, p99 = C.percentiles_ms(lat)
+    return {"max": top, "p50": p50, "p99": p99}
+
+
+def harness_side(broker: str, handle, size: int, args, out_root: str, offered: list) -> dict:
+    C.say(f"{broker} {size} B: harness ...")
+    h = harness(broker, handle, size, offered[0] if offered else MAX_OFFERED, args.seconds, args.batch, out_root)
+    hl = harness(broker, handle, size, args.fixed_rate, args.seconds, args.batch, out_root)
+    return {"max": float(h["throughput_out"]), "p50": float(hl["e2e_p50_ms"]), "p99": float(hl["e2e_p99_ms"])}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--sizes", default="1024,153600")
-    ap.add_argument("--fixed-rate", type=float, default=200.0, help="messages/s for the latency rows")
+    ap = C.parser(__doc__, seconds=3.0, sizes="1024,153600", fixed_rate=200.0)
     ap.add_argument("--batch", type=int, default=100, help="consumer batch (COUNT / --batch-max)")
     ap.add_argument("--brokers", default="redis,rabbitmq,zeromq")
-    ap.add_argument("--write", metavar="FILE", help="also write the table (markdown) to FILE")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     out_root = tempfile.mkdtemp(prefix="bench-brokers-")
@@ -246,44 +215,32 @@ def main(argv=None) -> int:
         impl = handle.endpoint.impl if handle else "pyzmq"
         try:
             for size in sizes:
-                print(f"{broker} {size} B: raw max ...", file=sys.stderr, flush=True)
-                if broker == "zeromq":
-                    from embedded import raw_zmq
-                    raw_max = raw_zmq(size, "max", args.seconds)
-                    lat = raw_zmq(size, "latency", args.seconds, args.fixed_rate)
-                else:
-                    raw_max = raw(broker, handle.endpoint.url, size, "max", args.seconds, 0, args.batch)
-                    lat = raw(broker, handle.endpoint.url, size, "latency", args.seconds, args.fixed_rate,
-                              args.batch)
-                print(f"{broker} {size} B: harness ...", file=sys.stderr, flush=True)
-                h = harness(broker, handle, size, min(max(2 * raw_max, 1000.0), MAX_OFFERED), args.seconds,
-                            args.batch, out_root)
-                hl = harness(broker, handle, size, args.fixed_rate, args.seconds, args.batch, out_root)
-                r50, r99 = np.percentile(lat, 50) / 1e6, np.percentile(lat, 99) / 1e6
-                rows.append({
-                    "broker": broker, "impl": impl, "bytes": size, "raw_max": raw_max,
-                    "harness_max": float(h["throughput_out"]), "raw_p50": r50, "raw_p99": r99,
-                    "h_p50": float(hl["e2e_p50_ms"]), "h_p99": float(hl["e2e_p99_ms"]),
-                })
+                offered: list = []  # the harness is offered twice the first raw max
+
+                def raw_once(broker=broker, handle=handle, size=size, offered=offered):
+                    r = raw_side(broker, handle, size, args)
+                    if not offered:
+                        offered.append(min(max(2 * r["max"], 1000.0), MAX_OFFERED))
+                    return r
+                got = C.alternate({"raw": raw_once,
+                                   "harness": lambda broker=broker, handle=handle, size=size, offered=offered:
+                                   harness_side(broker, handle, size, args, out_root, offered)}, args.repeat)
+                rw, hs = got["raw"], got["harness"]
+                rows.append([f"{broker} ({impl})", size, C.cell(rw, "max", "{:,.0f}"), C.cell(hs, "max", "{:,.0f}"),
+                             f"{C.med(hs, 'max') / C.med(rw, 'max'):.0%}",
+                             f"{C.cell(rw, 'p50')} / {C.cell(rw, 'p99')}",
+                             f"{C.cell(hs, 'p50')} / {C.cell(hs, 'p99')}",
+                             f"{(C.med(hs, 'p50') / C.med(rw, 'p50') - 1):+.0%}"])
         finally:
             if handle is not None:
                 handle.stop()
     took = time.monotonic() - t_start
-    head = (f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-            f"{platform.platform()}, Python {platform.python_version()}; shared with other developers' "
-            f"jobs, so noisy. {args.seconds:g} s per measurement, latency at {args.fixed_rate:g} msg/s "
-            f"constant, consumer batch {args.batch}; whole benchmark {took:.0f} s.\n\n"
-            "| broker | bytes | raw max msg/s | harness max msg/s | harness/raw | raw p50/p99 ms | "
-            "harness e2e p50/p99 ms | p50 added |\n|---|---|---|---|---|---|---|---|\n")
-    body = "".join(
-        f"| {r['broker']} ({r['impl']}) | {r['bytes']} | {r['raw_max']:,.0f} | {r['harness_max']:,.0f} | "
-        f"{r['harness_max'] / r['raw_max']:.0%} | {r['raw_p50']:.3f} / {r['raw_p99']:.3f} | "
-        f"{r['h_p50']:.3f} / {r['h_p99']:.3f} | {(r['h_p50'] / r['raw_p50'] - 1):+.0%} |\n"
-        for r in rows)
-    print(head + body)
-    if args.write:
-        with open(args.write, "w") as fh:
-            fh.write(head + body)
+    head = (f"{C.machine()}; shared with other developers' jobs, so noisy. {args.seconds:g} s per measurement, "
+            f"latency at {args.fixed_rate:g} msg/s constant, consumer batch {args.batch}; {args.repeat} "
+            f"alternating raw/harness measurements per row (median, min-max in brackets); whole benchmark "
+            f"{took:.0f} s.\n\n")
+    C.emit(head + C.table(["broker", "bytes", "raw max msg/s", "harness max msg/s", "harness/raw",
+                           "raw p50/p99 ms", "harness e2e p50/p99 ms", "p50 added"], rows), args.write)
     return 0
 
 

@@ -8,20 +8,17 @@ For each embedded broker (inproc, zeromq) and payload size:
 - latency at a fixed rate: constant arrivals at ``--fixed-rate`` messages/s; the raw loop sends its intended
   send time in the message and the consumer subtracts it from its clock; the harness reports e2e p50/p99.
 
-Goals (issue #2): harness throughput at least 90% of the raw loop's, added p50 latency under 50 us.
+Raw and harness sides alternate ``--repeat`` times (default 3); the table gives medians and the min-max
+spread. Goals: harness throughput at least 90% of the raw loop's, added p50 latency under 50 us.
 This is a benchmark, not a test: it prints a table (and writes it with --write FILE).
 
-    python benchmarks/embedded.py [--seconds 4] [--sizes 1024,150528] [--fixed-rate 1000] [--write docs/FILE.md]
+    python benchmarks/embedded.py [--seconds 4] [--sizes 1024,150528] [--fixed-rate 1000] [--repeat 3] [--write FILE]
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
-import platform
 import queue
-import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -29,13 +26,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common as C  # noqa: E402 - first: it sets up the import path
 
-from testbed.config import RunConfig, validate  # noqa: E402
+from testbed.config import RunConfig  # noqa: E402
 from testbed.launchers import free_port  # noqa: E402
-from testbed.orchestration.execute import execute  # noqa: E402
 
-now = time.monotonic_ns
+now = C.now
 COPY_THRESHOLD = 10240
 MAX_OFFERED = 300_000.0  # msgs/s offered to the harness when measuring its max (the schedule is precomputed)
 
@@ -80,24 +76,19 @@ def raw_inproc_latency(size: int, rate: float, seconds: float) -> np.ndarray:
     n = int(rate * seconds)
     lat = np.zeros(n, np.int64)
 
-    def produce(t0):
-        for i in range(n):
-            intended = t0 + int(i * 1e9 / rate)
-            d = intended - now()
-            if d > 0:
-                time.sleep(d / 1e9)
+    def produce():
+        for intended in C.send_times("latency", seconds, rate):
             q.put((intended, payload))
 
     def consume():
         for i in range(n):
             intended, _ = q.get()
             lat[i] = now() - intended
-    t0 = now() + 50_000_000
     tc = threading.Thread(target=consume)
     tc.start()
-    produce(t0)
+    produce()
     tc.join()
-    return lat[int(n * 0.2):]
+    return lat[int(n * C.WARMUP_SHARE):]
 
 
 def _zmq_push(url, size, mode, seconds, rate, ready, start):
@@ -111,20 +102,15 @@ def _zmq_push(url, size, mode, seconds, rate, ready, start):
     copy = size < COPY_THRESHOLD
     ready.set()
     start.wait()
-    if mode == "max":
+    if mode == "max":  # flat out: no stamp to compute
         end = now() + int((seconds + 1.0) * 1e9)
         while now() < end:
             for _ in range(256):
                 s.send(b"\0" * 8, zmq.SNDMORE)
                 s.send(payload, copy=copy)
     else:
-        t0 = now() + 50_000_000
-        for i in range(int(rate * seconds)):
-            intended = t0 + int(i * 1e9 / rate)
-            d = intended - now()
-            if d > 0:
-                time.sleep(d / 1e9)
-            s.send(struct.pack("<q", intended), zmq.SNDMORE)
+        for intended in C.send_times(mode, seconds, rate):
+            s.send(C.STAMP.pack(intended), zmq.SNDMORE)
             s.send(payload, copy=copy)
     s.send(b"END")
     time.sleep(1.0)
@@ -149,7 +135,7 @@ def _zmq_pull(url, mode, seconds, rate, conn):
             n += 1
             if not n % 256 and now() >= end:
                 break
-        conn.send_bytes(struct.pack("<qq", n, now() - first))
+        conn.send_bytes(C.max_result(n, now() - first))
     else:
         total = int(rate * seconds)
         lat = np.zeros(total, np.int64)
@@ -158,7 +144,7 @@ def _zmq_pull(url, mode, seconds, rate, conn):
             frames = s.recv_multipart(copy=False)
             if len(frames) == 1:
                 break
-            lat[i] = now() - struct.unpack("<q", frames[0].buffer)[0]
+            lat[i] = now() - C.STAMP.unpack(frames[0].buffer)[0]
             i += 1
         conn.send_bytes(lat[:i].tobytes())
     s.close(0)
@@ -179,16 +165,8 @@ def raw_zmq(size: int, mode: str, seconds: float, rate: float = 0.0):
     time.sleep(0.3)  # the PULL socket's connection is up before the first send
     start.set()
     data = r.recv_bytes()
-    push.join(30)
-    pull.join(30)
-    for p in (push, pull):
-        if p.is_alive():
-            p.kill()
-    if mode == "max":
-        n, ns = struct.unpack("<qq", data)
-        return n / (ns / 1e9)
-    lat = np.frombuffer(data, np.int64)
-    return lat[int(len(lat) * 0.2):]
+    C.join_all((push, pull))
+    return C.read_result(mode, data)
 
 
 # -- the harness -----------------------------------------------------------------------------------
@@ -196,52 +174,55 @@ def harness(broker: str, size: int, rate: float, seconds: float, out_root: str) 
     cfg = RunConfig(broker=broker, rate=rate, arrival="constant", fanout="1", producer_rate=float("inf"),
                     consumer_rate=float("inf"), message_bytes=max(size, 64), duration=seconds + 1.0,
                     warmup=1.0, drain=2.0, no_trace=True, seed=1,
-                    out=os.path.join(out_root, f"{broker}-{size}-{int(rate)}"))
-    validate(cfg)
-    return execute(cfg).summary
+                    out=os.path.join(out_root, f"{broker}-{size}-{int(rate)}-{now()}"))
+    return C.harness(cfg)
+
+
+def raw_side(broker: str, size: int, args) -> dict:
+    C.say(f"{broker} {size} B: raw max, raw latency at {args.fixed_rate:g}/s ...")
+    if broker == "inproc":
+        top, lat = raw_inproc_max(size, args.seconds), raw_inproc_latency(size, args.fixed_rate, args.seconds)
+    else:
+        top, lat = raw_zmq(size, "max", args.seconds), raw_zmq(size, "latency", args.seconds, args.fixed_rate)
+    p50, p99 = C.percentiles_ms(lat)
+    return {"max": top, "p50": p50, "p99": p99}
+
+
+def harness_side(broker: str, size: int, args, out_root: str, offered: list) -> dict:
+    C.say(f"{broker} {size} B: harness max, harness latency at {args.fixed_rate:g}/s ...")
+    rate = offered[0] if offered else MAX_OFFERED
+    h = harness(broker, size, rate, args.seconds, out_root)
+    hl = harness(broker, size, args.fixed_rate, args.seconds, out_root)
+    return {"max": h["throughput_out"], "p50": hl["e2e_p50_ms"], "p99": hl["e2e_p99_ms"]}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--sizes", default="1024,150528")
-    ap.add_argument("--fixed-rate", type=float, default=1000.0, help="messages/s for the latency rows")
+    ap = C.parser(__doc__, seconds=4.0, sizes="1024,150528", fixed_rate=1000.0)
     ap.add_argument("--brokers", default="inproc,zeromq")
-    ap.add_argument("--write", metavar="FILE", help="also write the table (markdown) to FILE")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     out_root = tempfile.mkdtemp(prefix="bench-embedded-")
     rows = []
     for broker in args.brokers.split(","):
         for size in sizes:
-            print(f"{broker} {size} B: raw max ...", file=sys.stderr, flush=True)
-            raw_max = raw_inproc_max(size, args.seconds) if broker == "inproc" else raw_zmq(size, "max", args.seconds)
-            print(f"{broker} {size} B: harness max ...", file=sys.stderr, flush=True)
-            h = harness(broker, size, min(max(2 * raw_max, 1000.0), MAX_OFFERED), args.seconds, out_root)
-            h_max = h["throughput_out"]
-            print(f"{broker} {size} B: latency at {args.fixed_rate:g}/s ...", file=sys.stderr, flush=True)
-            lat = (raw_inproc_latency(size, args.fixed_rate, args.seconds) if broker == "inproc"
-                   else raw_zmq(size, "latency", args.seconds, args.fixed_rate))
-            hl = harness(broker, size, args.fixed_rate, args.seconds, out_root)
-            r50, r99 = np.percentile(lat, 50) / 1e6, np.percentile(lat, 99) / 1e6
-            rows.append({
-                "broker": broker, "bytes": size, "raw_max": raw_max, "harness_max": h_max,
-                "ratio": h_max / raw_max, "raw_p50": r50, "raw_p99": r99,
-                "h_p50": hl["e2e_p50_ms"], "h_p99": hl["e2e_p99_ms"], "added_p50_us": (hl["e2e_p50_ms"] - r50) * 1e3,
-            })
-    head = (f"Machine: {socket.gethostname()}, {os.cpu_count()} CPUs, {platform.platform()}, "
-            f"Python {platform.python_version()}; {args.seconds:g} s per measurement; latency at "
-            f"{args.fixed_rate:g} msg/s constant.\n\n"
-            "| broker | bytes | raw max msg/s | harness max msg/s | harness/raw | raw p50/p99 ms | "
-            "harness e2e p50/p99 ms | added p50 us |\n|---|---|---|---|---|---|---|---|\n")
-    body = "".join(
-        f"| {r['broker']} | {r['bytes']} | {r['raw_max']:,.0f} | {r['harness_max']:,.0f} | {r['ratio']:.0%} | "
-        f"{r['raw_p50']:.3f} / {r['raw_p99']:.3f} | {r['h_p50']:.3f} / {r['h_p99']:.3f} | {r['added_p50_us']:+.0f} |\n"
-        for r in rows)
-    print(head + body)
-    if args.write:
-        with open(args.write, "w") as fh:
-            fh.write(head + body)
+            offered: list = []  # the harness is offered twice the first raw max (the schedule is precomputed)
+
+            def raw(broker=broker, size=size, offered=offered):
+                r = raw_side(broker, size, args)
+                if not offered:
+                    offered.append(min(max(2 * r["max"], 1000.0), MAX_OFFERED))
+                return r
+            got = C.alternate({"raw": raw, "harness": lambda broker=broker, size=size, offered=offered:
+                               harness_side(broker, size, args, out_root, offered)}, args.repeat)
+            rw, hs = got["raw"], got["harness"]
+            rows.append([broker, size, C.cell(rw, "max", "{:,.0f}"), C.cell(hs, "max", "{:,.0f}"),
+                         f"{C.med(hs, 'max') / C.med(rw, 'max'):.0%}",
+                         f"{C.cell(rw, 'p50')} / {C.cell(rw, 'p99')}", f"{C.cell(hs, 'p50')} / {C.cell(hs, 'p99')}",
+                         f"{(C.med(hs, 'p50') - C.med(rw, 'p50')) * 1e3:+.0f}"])
+    head = (f"{C.machine()}; {args.seconds:g} s per measurement; latency at {args.fixed_rate:g} msg/s constant; "
+            f"{args.repeat} alternating raw/harness measurements per row (median, min-max in brackets).\n\n")
+    C.emit(head + C.table(["broker", "bytes", "raw max msg/s", "harness max msg/s", "harness/raw",
+                           "raw p50/p99 ms", "harness e2e p50/p99 ms", "added p50 us"], rows), args.write)
     return 0
 
 

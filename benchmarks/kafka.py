@@ -13,18 +13,15 @@ For each payload size (1 KB, 150 KB):
 
 Same settings everywhere (adapter defaults, i.e. librdkafka's: acks=all, linger.ms=5, ...), plus
 ``fetch.wait.max.ms=10`` and ``session.timeout.ms=6000`` for both brokers (tansu's defaults in the
-adapter; on Apache Kafka they change nothing on the data path). This is a benchmark, not a test:
+adapter; on Apache Kafka they change nothing on the data path). The raw loop and the harness on each
+broker alternate ``--repeat`` times (default 3; medians and min-max spread). A benchmark, not a test:
 
-    flock /tmp/testbed-bench.lock .venv/bin/python benchmarks/kafka.py [--seconds 4] [--write docs/kafka-bench.md]
+    flock /tmp/testbed-bench.lock .venv/bin/python benchmarks/kafka.py [--seconds 4] [--repeat 3] [--write FILE]
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
-import platform
-import socket
-import struct
 import sys
 import tempfile
 import time
@@ -32,14 +29,13 @@ import uuid
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common as C  # noqa: E402 - first: it sets up the import path
 
-from brokers.kafka import KafkaBroker, _client_log, bootstrap_servers  # noqa: E402
-from testbed.config import RunConfig, validate  # noqa: E402
-from testbed.launchers import local_kafka  # noqa: E402
-from testbed.orchestration.execute import execute  # noqa: E402
+from brokers.kafka.adapter import CONSUMER_KEYS, PRODUCER_KEYS, KafkaBroker, _client_log, bootstrap_servers  # noqa: E402
+from testbed.config import RunConfig  # noqa: E402
+from testbed.launchers import launch  # noqa: E402
 
-now = time.monotonic_ns
+now = C.now
 SAME_OPTS = {"fetch.wait.max.ms": "10", "session.timeout.ms": "6000"}
 BATCH = 100
 
@@ -54,7 +50,6 @@ def _client_conf(servers: str) -> dict:
 
 def _raw_producer(servers, topic, size, mode, seconds, rate, start):
     from confluent_kafka import Producer
-    from brokers.kafka import PRODUCER_KEYS
     o = _client_conf(servers)
     p = Producer({"bootstrap.servers": servers, "logger": _client_log, "delivery.report.only.error": True,
                   **{k: o[k] for k in PRODUCER_KEYS}})
@@ -74,20 +69,14 @@ def _raw_producer(servers, topic, size, mode, seconds, rate, start):
                         p.poll(0.05)
                 p.poll(0)
     else:
-        t0 = now() + 50_000_000
-        for i in range(int(rate * seconds)):
-            intended = t0 + int(i * 1e9 / rate)
-            d = intended - now()
-            if d > 0:
-                time.sleep(d / 1e9)
-            p.produce(topic, b"".join((struct.pack("<q", intended), body)), partition=0)
+        for intended in C.send_times("latency", seconds, rate):
+            p.produce(topic, b"".join((C.STAMP.pack(intended), body)), partition=0)
             p.poll(0)
     p.flush(30)
 
 
 def _raw_consumer(servers, topic, mode, seconds, rate, conn):
     from confluent_kafka import Consumer
-    from brokers.kafka import CONSUMER_KEYS
     o = _client_conf(servers)
     c = Consumer({"bootstrap.servers": servers, "logger": _client_log, "group.id": f"raw-{topic}",
                   "enable.auto.commit": False, "heartbeat.interval.ms": o["heartbeat.interval.ms"],
@@ -114,7 +103,7 @@ def _raw_consumer(servers, topic, mode, seconds, rate, conn):
         n = 0
         while now() < end:
             n += len(take(0.1))
-        conn.send_bytes(struct.pack("<qq", n, now() - first))
+        conn.send_bytes(C.max_result(n, now() - first))
     else:
         total = int(rate * seconds)
         lat = np.zeros(total, np.int64)
@@ -122,9 +111,9 @@ def _raw_consumer(servers, topic, mode, seconds, rate, conn):
         deadline = time.monotonic() + seconds + 30
         while i < total and time.monotonic() < deadline:
             for m in take(0.1):
-                lat[i] = now() - struct.unpack_from("<q", m.value())[0]
+                lat[i] = now() - C.STAMP.unpack_from(m.value())[0]
                 i += 1
-        conn.send_bytes(lat[:i].tobytes())
+        conn.send_bytes(C.latency_result(lat[:i]))
     c.close()
 
 
@@ -150,18 +139,10 @@ def raw_kafka(endpoint, size: int, mode: str, seconds: float, rate: float = 0.0)
             raise RuntimeError("raw consumer did not finish")
         data = r.recv_bytes()
     finally:
-        for p in (prod, cons):
-            p.join(30)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+        C.join_all((prod, cons))
         admin.delete_topic(topic)
         admin.close()
-    if mode == "max":
-        n, ns = struct.unpack("<qq", data)
-        return n / (ns / 1e9)
-    lat = np.frombuffer(data, np.int64)
-    return lat[int(len(lat) * 0.2):]
+    return C.read_result(mode, data)
 
 
 # -- the harness ------------------------------------------------------------------------------------
@@ -169,63 +150,66 @@ def harness(handle, impl: str, size: int, rate: float, seconds: float, batch: in
     cfg = RunConfig(broker="kafka", launcher="local", broker_impl=impl, broker_opt=dict(SAME_OPTS), rate=rate,
                     arrival="constant", fanout="1", producer_rate=float("inf"), consumer_rate=float("inf"),
                     batch_max=batch, message_bytes=size, duration=seconds + 1.0, warmup=1.0, drain=3.0,
-                    no_trace=True, seed=1, out=os.path.join(out_root, f"{impl}-{size}-{int(rate)}-{batch}"))
-    validate(cfg)
-    return execute(cfg, broker_handle=handle).summary
+                    no_trace=True, seed=1, out=os.path.join(out_root, f"{impl}-{size}-{int(rate)}-{batch}-{now()}"))
+    s = C.harness(cfg, handle)
+    s["rss"] = max_rss(cfg.out) if batch == BATCH else ""
+    return s
+
+
+def raw_side(ep, size: int, args, offered: list) -> dict:
+    C.say(f"{size} B: raw confluent-kafka max and latency at {args.fixed_rate:g}/s on Apache Kafka ...")
+    top = raw_kafka(ep, size, "max", args.seconds)
+    p50, p99 = C.percentiles_ms(raw_kafka(ep, size, "latency", args.seconds, args.fixed_rate))
+    if not offered:
+        offered.append(max(1.5 * top, 500.0))
+    return {"max": top, "p50": p50, "p99": p99, "rss": ""}
+
+
+def harness_side(h, impl: str, size: int, args, out_root: str, offered: list) -> dict:
+    rate = offered[0] if offered else 500.0
+    C.say(f"{size} B: harness max (offered {rate:,.0f}/s) and latency on {impl} ...")
+    hm = harness(h, impl, size, rate, args.seconds, BATCH, out_root)
+    hl = harness(h, impl, size, args.fixed_rate, args.seconds, 1, out_root)
+    return {"max": hm["throughput_out"], "p50": hl["e2e_p50_ms"], "p99": hl["e2e_p99_ms"], "rss": hm["rss"]}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--sizes", default="1024,150528")
-    ap.add_argument("--fixed-rate", type=float, default=200.0, help="messages/s for the latency columns")
-    ap.add_argument("--write", metavar="FILE", help="also write the table (markdown) to FILE")
+    ap = C.parser(__doc__, seconds=4.0, sizes="1024,150528", fixed_rate=200.0)
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     out_root = tempfile.mkdtemp(prefix="bench-kafka-")
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     handles = {}
     t_start = time.monotonic()
+    rows = []
     try:
         for impl in ("apache", "tansu"):
             t = time.monotonic()
             cfg = RunConfig(broker="kafka", launcher="local", broker_impl=impl, broker_opt=dict(SAME_OPTS))
-            handles[impl] = local_kafka.launch(cfg, f"bench-{impl}", out_root)
-            say(f"{handles[impl].endpoint.impl}: ready in {time.monotonic() - t:.1f}s")
-        rows = []
+            handles[impl] = launch(cfg, f"bench-{impl}", os.path.join(out_root, f"broker-{impl}"))
+            C.say(f"{handles[impl].endpoint.impl}: ready in {time.monotonic() - t:.1f}s")
         for size in sizes:
             ep = handles["apache"].endpoint
-            say(f"{size} B: raw confluent-kafka max on Apache Kafka ...")
-            raw_max = raw_kafka(ep, size, "max", args.seconds)
-            say(f"{size} B: raw latency at {args.fixed_rate:g}/s ...")
-            lat = raw_kafka(ep, size, "latency", args.seconds, args.fixed_rate)
-            rows.append({"what": "raw confluent-kafka", "impl": ep.impl, "bytes": size, "max": raw_max,
-                         "p50": np.percentile(lat, 50) / 1e6, "p99": np.percentile(lat, 99) / 1e6})
-            offered = max(1.5 * raw_max, 500.0)
+            offered: list = []  # the harness is offered 1.5x the first raw max
+            sides = {"raw": lambda size=size, offered=offered: raw_side(ep, size, args, offered)}
             for impl, h in handles.items():
-                say(f"{size} B: harness max on {impl} (offered {offered:,.0f}/s) ...")
-                hm = harness(h, impl, size, offered, args.seconds, BATCH, out_root)
-                say(f"{size} B: harness latency on {impl} ...")
-                hl = harness(h, impl, size, args.fixed_rate, args.seconds, 1, out_root)
-                rows.append({"what": "harness", "impl": h.endpoint.impl, "bytes": size, "max": hm["throughput_out"],
-                             "p50": hl["e2e_p50_ms"], "p99": hl["e2e_p99_ms"],
-                             "rss": max_rss(os.path.join(out_root, f"{impl}-{size}-{int(offered)}-{BATCH}"))})
+                sides[impl] = lambda h=h, impl=impl, size=size, offered=offered: harness_side(
+                    h, impl, size, args, out_root, offered)
+            got = C.alternate(sides, args.repeat)
+            for side, xs in got.items():
+                what, impl = ("raw confluent-kafka", handles["apache"].endpoint.impl) if side == "raw" else \
+                    ("harness", handles[side].endpoint.impl)
+                rss = max((x["rss"] for x in xs), key=lambda v: float(v) if v else -1.0)
+                rows.append([what, impl, size, C.cell(xs, "max", "{:,.0f}"), C.cell(xs, "p50", "{:.2f}"),
+                             C.cell(xs, "p99", "{:.2f}"), rss])
     finally:
         for h in handles.values():
             h.stop()
-    head = (f"Machine: {socket.gethostname()}, {os.cpu_count()} CPUs, {platform.platform()}, Python "
-            f"{platform.python_version()}; {args.seconds:g} s per measurement after 1 s of warm-up; latency at "
+    head = (f"{C.machine()}; {args.seconds:g} s per measurement after 1 s of warm-up; latency at "
             f"{args.fixed_rate:g} msg/s constant; options {SAME_OPTS} on both brokers, else the adapter's "
-            f"defaults; the whole benchmark took {time.monotonic() - t_start:.0f} s.\n\n"
-            "| path | broker | bytes | max msg/s | e2e p50 ms | e2e p99 ms | broker RSS MB (max run) |\n"
-            "|---|---|---|---|---|---|---|\n")
-    body = "".join(
-        f"| {r['what']} | {r['impl']} | {r['bytes']} | {r['max']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-        f"{r.get('rss', '')} |\n" for r in rows)
-    print(head + body)
-    if args.write:
-        with open(args.write, "w") as fh:
-            fh.write(head + body)
+            f"defaults; {args.repeat} alternating measurements per row (median, min-max in brackets); the "
+            f"whole benchmark took {time.monotonic() - t_start:.0f} s.\n\n")
+    C.emit(head + C.table(["path", "broker", "bytes", "max msg/s", "e2e p50 ms", "e2e p99 ms",
+                           "broker RSS MB (max run)"], rows), args.write)
     return 0
 
 

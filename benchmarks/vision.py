@@ -16,11 +16,13 @@ Second table: the non-DNN share of a request, per image size and preprocessing b
 server (one request at a time, so a frame's latency is exactly its steps): 1 - (detector inference +
 classifier inference of its crops) / frame latency, as the study reports it.
 
-    flock /tmp/testbed-bench.lock .venv/bin/python benchmarks/vision.py [--device cuda] [--write FILE]
+Naive and pipelined measurements alternate ``--repeat`` times per image size (default 3; medians and
+min-max spread in the first table).
+
+    flock /tmp/testbed-bench.lock .venv/bin/python benchmarks/vision.py [--device cuda] [--repeat 3] [--write FILE]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -28,9 +30,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common as C  # noqa: E402 - first: it sets up the import path
 
-from testbed.config import RunConfig, validate  # noqa: E402
+from testbed.config import RunConfig  # noqa: E402
 
 now = time.perf_counter_ns
 
@@ -77,19 +79,16 @@ def naive(cfg: RunConfig, frames_n: int) -> dict:
 
 
 def pipelined(cfg: RunConfig) -> dict:
-    from testbed.orchestration.execute import execute
-    validate(cfg)
-    r = execute(cfg)
-    s = r.summary
+    s = C.harness(cfg)
     fan = cfg.fanout_dist.mean
     return {"frames_per_s": s["throughput_out"] / fan, "msgs_per_s": s["throughput_out"],
             "e2e_p50_ms": s["e2e_p50_ms"], "non_dnn_share": s["non_dnn_share"],
-            "a_infer_ms": s["a_infer_ms"], "b_infer_ms": s["b_infer_ms"], "complete": r.complete,
-            "run_dir": r.run_dir}
+            "a_infer_ms": s["a_infer_ms"], "b_infer_ms": s["b_infer_ms"], "complete": bool(s.get("complete")),
+            "run_dir": cfg.out}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--detector", default="ssdlite")
     ap.add_argument("--classifier", default="mobilenet_v3")
     ap.add_argument("--fanout", default="4")
@@ -100,7 +99,6 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-max", type=int, default=8)
     ap.add_argument("--batch-wait-ms", type=float, default=20.0)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--write", metavar="FILE", help="also write the tables (markdown) to FILE")
     args = ap.parse_args(argv)
     base = dict(pipeline="vision", detector=args.detector, classifier=args.classifier, fanout=args.fanout,
                 seed=1, batch_max=1, device=args.device)
@@ -117,30 +115,37 @@ def main(argv=None) -> int:
                   f"non-DNN share {r['non_dnn_share']:.2f}", file=sys.stderr, flush=True)
 
     for size in args.throughput_sizes.split(","):
-        nv = results["share"].get(f"{size}/cpu") or naive(RunConfig(**base, image_size=size, preprocess="cpu"),
-                                                          args.frames)
-        offered = max(1.0, round(3.0 * nv["frames_per_s"], 1))
-        cfg = RunConfig(**{**base, "batch_max": args.batch_max}, image_size=size, preprocess="cpu",
-                        broker="zeromq", batch_wait_ms=args.batch_wait_ms, rate=offered, arrival="constant",
-                        duration=args.seconds, warmup=5.0, drain=1.0, no_trace=True,
-                        out=os.path.join(out_root, f"pipelined-{size}"))
-        pr = pipelined(cfg)
-        pr["offered_frames_per_s"] = offered
-        results["throughput"][size] = {"naive": nv["frames_per_s"], "pipelined": pr["frames_per_s"],
-                                       "ratio": pr["frames_per_s"] / nv["frames_per_s"], "run": pr}
-        print(f"{size}: naive {nv['frames_per_s']:.2f} frames/s, pipelined {pr['frames_per_s']:.2f} frames/s "
-              f"(x{pr['frames_per_s'] / nv['frames_per_s']:.2f})", file=sys.stderr, flush=True)
+        offered: list = []  # 3x the first naive measurement: above the pipeline's capacity
+
+        def naive_side(size=size, offered=offered):
+            nv = naive(RunConfig(**base, image_size=size, preprocess="cpu"), args.frames)
+            if not offered:
+                offered.append(max(1.0, round(3.0 * nv["frames_per_s"], 1)))
+            return nv
+
+        def pipelined_side(size=size, offered=offered):
+            cfg = RunConfig(**{**base, "batch_max": args.batch_max}, image_size=size, preprocess="cpu",
+                            broker="zeromq", batch_wait_ms=args.batch_wait_ms, rate=offered[0], arrival="constant",
+                            duration=args.seconds, warmup=5.0, drain=1.0, no_trace=True,
+                            out=os.path.join(out_root, f"pipelined-{size}-{C.now()}"))
+            pr = pipelined(cfg)
+            pr["offered_frames_per_s"] = offered[0]
+            return pr
+        got = C.alternate({"naive": naive_side, "pipelined": pipelined_side}, args.repeat)
+        nv, pr = C.med(got["naive"], "frames_per_s"), C.med(got["pipelined"], "frames_per_s")
+        results["throughput"][size] = {"naive": nv, "pipelined": pr, "ratio": pr / nv,
+                                       "naive_cell": C.cell(got["naive"], "frames_per_s", "{:.2f}"),
+                                       "pipelined_cell": C.cell(got["pipelined"], "frames_per_s", "{:.2f}"),
+                                       "runs": got["pipelined"]}
+        C.say(f"{size}: naive {nv:.2f} frames/s, pipelined {pr:.2f} frames/s (x{pr / nv:.2f}; medians of "
+              f"{args.repeat})")
 
     results["machine"] = {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "wall_s": round(time.monotonic() - t_start, 1)}
     results["models"] = {"detector": args.detector, "classifier": args.classifier, "fanout": args.fanout,
                          "weights": "random-init", "device": args.device, "batch_max": args.batch_max,
-                         "batch_wait_ms": args.batch_wait_ms}
-    md = tables(results)
-    print(md)
-    if args.write:
-        with open(args.write, "w", encoding="utf-8") as fh:
-            fh.write(md + "\n")
+                         "batch_wait_ms": args.batch_wait_ms, "repeat": args.repeat}
+    C.emit(tables(results), args.write)
     with open(os.path.join(out_root, "vision-benchmark.json"), "w") as fh:
         json.dump(results, fh, indent=1)
     print(f"(raw results: {out_root}/vision-benchmark.json)", file=sys.stderr)
@@ -149,13 +154,13 @@ def main(argv=None) -> int:
 
 def tables(res: dict) -> str:
     m, mo = res["machine"], res["models"]
-    lines = [f"Machine: {m['host']}, {m['cpus']} CPUs, {m['platform']}, Python {m['python']}; device {mo['device']}. "
-             f"Models: {mo['detector']} + {mo['classifier']} ({mo['weights']}), {mo['fanout']} crops/frame. "
-             f"Benchmark wall time {m['wall_s']} s.", "",
-             "| image size | naive server (frames/s) | pipelined, zeromq, batch <= "
-             f"{mo['batch_max']} (frames/s) | ratio |", "|---|---:|---:|---:|"]
-    for size, t in res["throughput"].items():
-        lines.append(f"| {size} | {t['naive']:.2f} | {t['pipelined']:.2f} | {t['ratio']:.2f}x |")
+    head = (f"{C.machine()}; device {mo['device']}. Models: {mo['detector']} + {mo['classifier']} "
+            f"({mo['weights']}), {mo['fanout']} crops/frame; {mo['repeat']} alternating naive/pipelined "
+            f"measurements per size (median, min-max in brackets). Benchmark wall time {m['wall_s']} s.\n\n")
+    lines = [head + C.table(["image size", "naive server (frames/s)",
+                             f"pipelined, zeromq, batch <= {mo['batch_max']} (frames/s)", "ratio"],
+                            [[size, t["naive_cell"], t["pipelined_cell"], f"{t['ratio']:.2f}x"]
+                             for size, t in res["throughput"].items()], ["l", "r", "r", "r"]).rstrip("\n")]
     lines += ["", "Non-DNN share of one request (naive server, one request at a time), ms per frame:", "",
               "| image size | preprocess | frame | decode | resize | normalize | detector infer | NMS + crops "
               "| classifier infer (all crops) | other | non-DNN share | preprocessing share |",

@@ -83,12 +83,25 @@ class Delivery:
 class Broker(ABC):
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: the broker's ``BrokerSpec`` (brokers/<name>/spec.py); the flags below are read from its capabilities
+    spec: ClassVar[Any] = None
     #: True only for the in-process queue: stages run as threads of one process.
     in_process: ClassVar[bool] = False
     #: True where a message not acked by a consumer that died is delivered to another one.
     redelivers: ClassVar[bool] = False
     #: True where N competing consumers each get a share of one topic.
     competing_consumers: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:  # one source of truth: the spec's capabilities
+            caps = spec.capabilities
+            cls.in_process, cls.redelivers = caps.in_process, caps.redelivers
+            cls.competing_consumers = caps.competing_consumers
+            cls.name = cls.__dict__.get("name") or spec.name
+            if spec.options is not None:
+                cls.OPTIONS = spec.options
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint

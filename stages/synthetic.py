@@ -6,7 +6,8 @@ reused, never copied by the stage). Stage B spends one service time per message 
 1/--consumer-rate); a batch costs the sum of its messages' times (no batching speed-up).
 
 Time is spent by sleeping (``sleep``: the stage leaves the CPU to others, as a stage waiting on a GPU
-does) or by burning CPU (``spin``: as a CPU-bound stage does). ``--consumer-rate inf`` means no service
+does; the last fraction of a millisecond is spun, so the time spent is the time set) or by burning CPU
+(``spin``: as a CPU-bound stage does). ``--consumer-rate inf`` means no service
 time at all (used to find what the harness and the broker alone can carry).
 """
 from __future__ import annotations
@@ -23,19 +24,53 @@ PRODUCER_STEPS: tuple[str, ...] = ()
 CONSUMER_STEPS: tuple[str, ...] = ()
 
 
+# Sleep mode sleeps until ``_margin_ns`` before the deadline, then spins to it: a sleep wakes late
+# (timer slack, scheduling), which would lengthen every service time. The margin follows the 90th
+# percentile of this process's recent wake-up delays, kept between the bounds below, so the spin stays a
+# few percent of a millisecond-scale service. The thread's timer slack is set to 1 ns on first use
+# (Linux), which makes wake-ups earlier and the spin shorter.
+MARGIN_MIN_NS = 20_000
+MARGIN_MAX_NS = 300_000
+MARGIN_QUANTILE = 0.9
+MARGIN_STEP_NS = 10_000
+_margin_ns = 150_000
+_slack_set = False
+
+
+def _set_timer_slack() -> None:
+    global _slack_set
+    _slack_set = True
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK, 1 ns
+    except (OSError, AttributeError):
+        pass
+
+
 def spend(ns: int, mode: str) -> None:
     """Spend ``ns`` nanoseconds, sleeping or spinning, against a deadline."""
+    global _margin_ns
     if ns <= 0:
         return
-    deadline = time.monotonic_ns() + ns
-    if mode == "spin":
-        while time.monotonic_ns() < deadline:
-            pass
-        return
-    left = ns
-    while left > 0:
-        time.sleep(left / 1e9)
-        left = deadline - time.monotonic_ns()
+    now = time.monotonic_ns
+    deadline = now() + ns
+    if mode != "spin":
+        if not _slack_set:
+            _set_timer_slack()
+        wake = deadline - _margin_ns
+        left = wake - now()
+        if left > 0:
+            while left > 0:  # a sleep can end early (a signal): sleep the rest
+                time.sleep(left / 1e9)
+                left = wake - now()
+            # quantile tracking: up by q*step when the wake-up came later than the margin allows,
+            # down by (1-q)*step otherwise
+            if -left > _margin_ns:
+                _margin_ns = min(MARGIN_MAX_NS, _margin_ns + int(MARGIN_QUANTILE * MARGIN_STEP_NS))
+            else:
+                _margin_ns = max(MARGIN_MIN_NS, _margin_ns - int((1 - MARGIN_QUANTILE) * MARGIN_STEP_NS))
+    while now() < deadline:
+        pass
 
 
 class SyntheticProducer(ProducerStage):

@@ -1,7 +1,7 @@
 """``python -m testbed.brokers``: manage what the broker launchers need and leave behind.
 
     python -m testbed.brokers list                 # brokers, their launchers and options
-    python -m testbed.brokers install kafka        # fetch (once, cached) what the local launcher needs
+    python -m testbed.brokers install BROKER       # fetch (once, cached) what its local recipe needs
     python -m testbed.brokers cleanup              # remove every broker process/container a run left
     python -m testbed.brokers engine status|start|stop   # the Docker engine the docker launcher uses
     python -m testbed.brokers images [--build]     # the image per broker, present or not; build missing
@@ -22,25 +22,41 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_list(args) -> int:
     for name in brokers.names():
+        spec = brokers.spec(name)
+        caps = spec.capabilities
+        where = "embedded (no server)" if not spec.needs_server else \
+            "launchers: local, docker, external" + (f"; --broker-impl {', '.join(spec.impl_names())}"
+                                                    if spec.impl_names() else "")
+        print(f"{name}: {spec.summary}")
+        print(f"    {where}; dispatch {caps.dispatch}, {'/'.join(caps.delivery)}"
+              f"{', redelivers' if caps.redelivers else ''}{', reports its backlog' if caps.reports_backlog else ''}")
         try:
             cls = brokers.get(name)
         except TestbedError as exc:
-            print(f"{name}: unavailable ({exc})")
+            print(f"    options unavailable ({exc})")
             continue
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        print(f"{name}: {doc[0] if doc else ''}")
         for key, opt in cls.OPTIONS.items():
             print(f"    --broker-opt {key}={opt.default!r:<12} {opt.doc}")
     return 0
 
 
+def _installable() -> dict[str, list]:
+    """broker -> the implementations whose local recipe fetches something once."""
+    out: dict[str, list] = {}
+    for name in brokers.names():
+        impls = [i for i in brokers.spec(name).impls if i.local is not None and i.local.install is not None]
+        if impls:
+            out[name] = impls
+    return out
+
+
 def cmd_install(args) -> int:
-    if args.what == "kafka":
-        from testbed.launchers import kafka_dist
-        path = kafka_dist.install(progress=lambda line: print(line, file=sys.stderr, flush=True))
-        print(path)
-        return 0
-    raise TestbedError(f"install {args.what!r}: nothing to install (allowed: kafka)")
+    impls = _installable().get(args.what)
+    if not impls:
+        raise TestbedError(f"install {args.what!r}: nothing to install (allowed: {', '.join(_installable())})")
+    for impl in impls:
+        print(impl.local.install(lambda line: print(line, file=sys.stderr, flush=True)))
+    return 0
 
 
 def cmd_cleanup(args) -> int:
@@ -51,13 +67,13 @@ def cmd_cleanup(args) -> int:
 
 
 def cmd_engine(args) -> int:
-    from testbed.launchers import docker_engine
-    return docker_engine.cli(args.action)
+    from testbed.launchers import engine
+    return engine.cli(args.action)
 
 
 def cmd_images(args) -> int:
-    from testbed.launchers import docker_images
-    return docker_images.cli(build=args.build)
+    from testbed.launchers import images
+    return images.cli(build=args.build)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="brokers and their options").set_defaults(fn=cmd_list)
     s = sub.add_parser("install", help="fetch what a local launcher needs (cached)")
-    s.add_argument("what", choices=["kafka"])
+    s.add_argument("what", choices=sorted(_installable()))
     s.set_defaults(fn=cmd_install)
     sub.add_parser("cleanup", help="remove broker processes and containers that runs left").set_defaults(fn=cmd_cleanup)
     s = sub.add_parser("engine", help="the Docker engine: status, start (a private one), stop")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 
@@ -24,12 +25,16 @@ LAUNCHERS = ("auto", "docker", "local", "external")
 SERVICE_MODES = ("sleep", "spin")
 PIPELINES = ("synthetic", "vision")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Every frame's send time is computed before the run and every message's record is kept in memory
+# (a few hundred bytes each), so a run offers at most this many messages (rate x duration x fan-out mean).
+MAX_MESSAGES = 20_000_000
+SEED_MAX = 2**32 - 1  # seeds are 0 .. 2**32-1: non-negative, as numpy's SeedSequence needs
 
 
 @dataclass
 class RunConfig:
     # broker
-    broker: str = "inproc"
+    broker: str = brokers.DEFAULT
     broker_impl: str = ""
     launcher: str = "auto"
     broker_url: str = ""
@@ -101,15 +106,17 @@ def _rate(text: str) -> float:
 
 
 HELP = {
-    "broker": f"broker between the stages: {', '.join(brokers.names())} (default inproc)",
-    "broker_impl": "implementation behind a protocol, where there are several (kafka: apache, tansu)",
+    "broker": f"broker between the stages: {', '.join(brokers.names())} (default {brokers.DEFAULT})",
+    "broker_impl": "implementation behind a protocol, where there are several ("
+                   + "; ".join(f"{s.name}: {', '.join(s.impl_names())}" for s in brokers.specs() if s.impl_names())
+                   + ")",
     "launcher": "how the broker is started: auto (docker if an engine answers, else local), docker, local, "
                 "or external (an existing broker at --broker-url). Embedded brokers ignore it",
     "broker_url": "URL of an existing broker (with --launcher external)",
     "broker_opt": "KEY=VALUE broker option (repeatable); the adapter's docstring lists them",
     "broker_cpus": "pin the broker to these CPUs, e.g. 1 or 0-1 (docker cpuset; local: CPU affinity)",
     "broker_memory": "cap the broker's memory, e.g. 2g (docker only)",
-    "broker_heap": "JVM heap of a Kafka broker the testbed starts (default 512m)",
+    "broker_heap": "JVM heap of a JVM broker the testbed starts (default 512m)",
     "no_build": "docker launcher: never build a missing image; fail with the command to build it",
     "pipeline": "stages: synthetic (service times set exactly) or vision (real detector + classifier)",
     "rate": "offered load in frames/s (default 50)",
@@ -125,16 +132,17 @@ HELP = {
     "message_bytes": f"bytes per message on the wire, header ({FIXED_SIZE} B) included (default 150528)",
     "image_size": "vision: image set size: small, medium, large (default small)",
     "images": "vision: a folder of your own JPEGs instead of the bundled photographs",
-    "preprocess": "vision: preprocessing backend: cpu or dali (default cpu)",
-    "detector": "vision: stage A detector: ssdlite or fasterrcnn (default ssdlite)",
-    "classifier": "vision: stage B classifier: resnet50, resnet18, mobilenet_v3 (default resnet50)",
+    "preprocess": "vision: preprocessing backend: cpu, dali, or pretensor (frames preprocessed once at "
+                  "setup, so stage A skips decode/resize/normalize) (default cpu)",
+    "detector": "vision: stage A detector: ssdlite, fasterrcnn, fasterrcnn_resnet50 (default ssdlite)",
+    "classifier": "vision: stage B classifier: resnet50, resnet18, mobilenet_v3, resnet152 (default resnet50)",
     "weights": "vision: weights file for the models (default: random init, nothing downloaded)",
     "score_threshold": "vision: detections above this score become crops (with weights) (default 0.5)",
     "device": "vision: cpu or cuda (default cpu)",
     "duration": "seconds of offered load, warm-up included (default 10)",
     "warmup": "first seconds excluded from latency statistics and rates (default 2)",
     "drain": "after the load stops, wait at most this long for messages in flight (default 5)",
-    "seed": "seed of every random dimension (arrivals, fan-out, service times) (default 1)",
+    "seed": "seed of every random dimension (arrivals, fan-out, service times), 0 .. 2**32-1 (default 1)",
     "out": "run folder to write (default results/<run_id>)",
     "no_trace": "do not write messages.csv (one row per message)",
     "connect_timeout": "seconds to wait for a broker to answer (default 15)",
@@ -143,8 +151,9 @@ HELP = {
 CHOICES = {
     "launcher": LAUNCHERS, "arrival": ARRIVALS, "service_dist": SERVICE_DISTS,
     "service_mode": SERVICE_MODES, "pipeline": PIPELINES,
-    "image_size": ("small", "medium", "large"), "preprocess": ("cpu", "dali"),
-    "detector": ("ssdlite", "fasterrcnn"), "classifier": ("resnet50", "resnet18", "mobilenet_v3"),
+    "image_size": ("small", "medium", "large"), "preprocess": ("cpu", "dali", "pretensor"),
+    "detector": ("ssdlite", "fasterrcnn", "fasterrcnn_resnet50"),
+    "classifier": ("resnet50", "resnet18", "mobilenet_v3", "resnet152"),
     "device": ("cpu", "cuda"),
 }
 
@@ -277,13 +286,25 @@ def validate(cfg: RunConfig) -> None:
     if cfg.duration <= cfg.warmup:
         raise ConfigError(f"--duration {cfg.duration:g} is not allowed: it must be longer than "
                           f"--warmup {cfg.warmup:g} (the warm-up is part of the duration)")
+    frames = cfg.rate * cfg.duration
+    if frames < 1:
+        raise ConfigError(f"--rate {cfg.rate:g} x --duration {cfg.duration:g} s offers {frames:.3g} frames: "
+                          "not allowed, a run must offer at least one frame")
+    messages = frames * cfg.fanout_dist.mean
+    if messages > MAX_MESSAGES:
+        raise ConfigError(f"--rate {cfg.rate:g} x --duration {cfg.duration:g} s x fan-out mean "
+                          f"{cfg.fanout_dist.mean:g} offers {messages:.3g} messages: not allowed, at most "
+                          f"{MAX_MESSAGES:,} a run (every frame's send time and every message's record are "
+                          "held in memory); lower --rate or --duration")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, numbers.Integral) or not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"--seed {cfg.seed!r} is not allowed: it must be a whole number from 0 to "
+                          f"{SEED_MAX} (2**32-1)")
     if not (FIXED_SIZE <= cfg.message_bytes <= MAX_MESSAGE_BYTES):
         raise ConfigError(f"--message-bytes {cfg.message_bytes} is not allowed: it must be between the "
                           f"{FIXED_SIZE}-byte header and {MAX_MESSAGE_BYTES} bytes")
     if cfg.connect_timeout <= 0:
         raise ConfigError(f"--connect-timeout {cfg.connect_timeout:g} is not allowed: it must be > 0")
-    if cfg.launcher == "external" and not cfg.broker_url and not brokers.get(cfg.broker).in_process \
-            and cfg.broker != "zeromq":
+    if cfg.launcher == "external" and not cfg.broker_url and brokers.spec(cfg.broker).needs_server:
         raise ConfigError("--launcher external needs --broker-url (the address of the broker you run)")
     # options are checked against the adapter's table here, before anything starts
     brokers_base().resolve_options(brokers.get(cfg.broker), cfg.broker_opt)

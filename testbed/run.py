@@ -1,8 +1,10 @@
 """``python -m testbed.run``: one run of the testbed.
 
-    python -m testbed.run --broker inproc --duration 20
-    python -m testbed.run --broker zeromq --producer-rate 120 --consumer-rate 100 --duration 30
-    python -m testbed.run --broker inproc --find-max-rate --slo-p99-ms 50 --duration 5
+    python -m testbed.run --duration 20                  # the default broker (brokers.DEFAULT)
+    python -m testbed.run --broker NAME --producer-rate 120 --consumer-rate 100 --duration 30
+    python -m testbed.run --find-max-rate --slo-p99-ms 50 --duration 5
+
+``python -m testbed.brokers list`` names the brokers (the registry in brokers/__init__.py).
 
 With ``--find-max-rate`` it searches for the highest offered rate that is stable with e2e p99 under
 ``--slo-p99-ms`` (testbed/orchestration/maxrate.py): one run per probe under --out, listed in maxrate.csv; exit 1

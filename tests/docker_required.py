@@ -11,7 +11,7 @@ REQUIRED = os.environ.get("TESTBED_REQUIRE_DOCKER") == "1"
 
 
 def engine_or_skip() -> None:
-    from testbed.launchers import docker_engine
+    from testbed.launchers import engine as docker_engine
     try:
         import docker  # noqa: F401
     except ImportError:
@@ -28,7 +28,7 @@ def compose_tool() -> list[str] | None:
     """``docker compose`` (v2) where installed, else ``docker-compose`` (v1), else None."""
     import shutil
     import subprocess
-    from testbed.launchers import docker_engine
+    from testbed.launchers import engine as docker_engine
     docker = shutil.which("docker")
     if docker:
         r = subprocess.run([docker, "compose", "version"], capture_output=True, text=True,
@@ -41,7 +41,7 @@ def compose_tool() -> list[str] | None:
 
 def our_containers(pid: int | None = None, all_owners: bool = False) -> list:
     """Containers labelled testbed=1 (of this test process, or of ``pid``)."""
-    from testbed.launchers import docker_engine
+    from testbed.launchers import engine as docker_engine
     client = docker_engine.client()
     try:
         found = client.containers.list(all=True, filters={"label": "testbed=1"})

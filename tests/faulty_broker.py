@@ -1,6 +1,6 @@
 """An in-process queue that loses one message and delivers another twice: to check that the harness
 counts what a broker gets wrong (it is the real queue, with a fault injected)."""
-from brokers.inproc import InprocBroker
+from brokers.inproc.adapter import InprocBroker
 
 DROP_SEQ = 5
 DUPLICATE_SEQ = 9

@@ -32,6 +32,11 @@ BAD = [
     (["--replicas", "0"], "--replicas"),
     (["--broker", "zeromq", "--broker-opt", "hwn=5"], "hwn"),
     (["--rate", "fast"], "fast"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--seed", "4294967296"], "--seed 4294967296"),
+    (["--duration", "1e9"], "--duration 1e+09"),
+    (["--rate", "1e300"], "--rate 1e+300"),
+    (["--rate", "1e-300"], "at least one frame"),
 ]
 
 
@@ -111,7 +116,8 @@ def test_ctrl_c_stops_everything_and_keeps_partial_results(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "testbed.run", "--broker", "zeromq", "--replicas", "2",
                              "--duration", "60", "--warmup", "1", "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         parent = psutil.Process(proc.pid)
         deadline = time.monotonic() + 60

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from testbed.analysis import compare
+from testbed.analysis import columns, compare
 from testbed.analysis import report
 from testbed.orchestration import sweep
 
@@ -59,18 +59,22 @@ def results(tmp_path_factory):
     # an incomplete run: left out with a warning
     shutil.copytree(out / src, out / "broken-run")
     _edit_summary(str(out / "broken-run"), complete="false", error="interrupted (Ctrl-C)")
-    # a vision run (per-step columns), as stages/vision writes them
-    vis = base / "vision" / "run1"
-    os.makedirs(vis)
+    # vision runs (per-step columns), as stages/vision writes them: one with queueing and the broker's
+    # hop apart, one from before the split (transit only, none of the cost columns)
     with open(out / src / "summary.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
-    row.update(pipeline="vision", broker="zeromq", broker_impl="pyzmq", transit_p50_ms="0.8",
-               wait_p50_ms="2.5")
     for i, s in enumerate(STEPS_A):
         row[f"a_{s}_ms"] = str(1.0 + i)
     for i, s in enumerate(STEPS_B):
         row[f"b_{s}_ms"] = str(3.0 + i)
-    report.write_csv(str(vis / "summary.csv"), [row], list(row))
+    new = dict(row, pipeline="vision", broker="inproc", broker_impl="queue.SimpleQueue", transit_p50_ms="9.5",
+               queue_p50_ms="9.0", hop_p50_ms="0.5", queue_p99_ms="40.0", hop_p99_ms="1.25", wait_p50_ms="2.5",
+               rho_measured="0.61", limited_by="none")
+    old = {k: v for k, v in dict(row, pipeline="vision", broker="zeromq", broker_impl="pyzmq", transit_p50_ms="0.8",
+                                 wait_p50_ms="2.5").items() if k not in compare.groups.COST_METRICS + ["limited_by"]}
+    for name, r in (("new", new), ("old", old)):
+        os.makedirs(base / "vision" / name)
+        report.write_csv(str(base / "vision" / name / "summary.csv"), [r], list(r))
     return base
 
 
@@ -89,8 +93,8 @@ def test_compare_table_csv_and_plots(results, tmp_path):
     res = compare.compare([str(results / "res"), str(results / "vision")], out, html_page=True, console=console)
     text = console.export_text()
     table = res["table"]
-    # 2 brokers x 2 loads, plus the vision group
-    assert len(table) == 5
+    # 2 brokers x 2 loads, plus the two vision groups
+    assert len(table) == 6
     assert set(table["broker"]) == {"inproc", "zeromq"}
     synth = table[table["pipeline"] == "synthetic"]
     assert sorted(synth["runs"]) == [2, 2, 2, 3]
@@ -102,11 +106,33 @@ def test_compare_table_csv_and_plots(results, tmp_path):
     assert "warning" in text
     with open(res["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 5
+    assert len(rows) == 6
     for col in ("broker", "broker_impl", "machine", "runs", "rho", "message_bytes", "e2e_p50_ms_median",
                 "e2e_p50_ms_min", "e2e_p50_ms_max", "e2e_p99_ms_median", "throughput_out_median",
-                "backlog_growth_median", "lost_max", "stable_runs"):
+                "backlog_growth_median", "lost_max", "stable_runs", "limited_by"):
         assert col in rows[0], col
+    assert set(compare.groups.COST_METRICS) <= set(columns.names())  # the names summary.csv writes
+    for m in compare.groups.COST_METRICS:
+        for stat in ("median", "min", "max"):
+            assert f"{m}_{stat}" in rows[0], (m, stat)
+    # the harness's figures: filled where the runs carry them, blank for the run that predates them
+    vision = {r["broker"]: r for r in rows if r["pipeline"] == "vision"}
+    assert vision["inproc"]["queue_p99_ms_median"] == "40.0" and vision["inproc"]["hop_p99_ms_median"] == "1.25"
+    assert vision["inproc"]["rho_measured_median"] == "0.61" and vision["inproc"]["limited_by"] == "none"
+    assert vision["zeromq"]["queue_p99_ms_median"] == "" and vision["zeromq"]["limited_by"] == ""
+    head, cells = compare.cells(table)
+    col = {h: i for i, (h, _) in enumerate(head)}
+    for h in ("rho measured", "queue p99 ms", "hop p99 ms", "limited by"):
+        assert h in col and h in text, h
+    by_row = {(table.iloc[i]["broker"], table.iloc[i]["pipeline"]): row for i, row in enumerate(cells)}
+    assert by_row[("inproc", "vision")][col["hop p99 ms"]][0] == "1.25"
+    assert by_row[("inproc", "vision")][col["limited by"]][0] == "none"
+    assert by_row[("zeromq", "vision")][col["queue p99 ms"]][0] == ""
+    # the per-step table: queued for stage B and the broker hop apart, transit only for the older run
+    steps = dict(compare.step_cells(table)["rows"])
+    assert steps["queued for stage B"][0].startswith("9.00") and steps["broker hop"][0].startswith("0.500")
+    assert steps["queued for stage B"][1] == "" and steps["broker transit (queue + hop)"][1].startswith("0.800")
+    assert "queued for stage B" in text and "broker hop" in text
     mixed = [r for r in rows if r["mixed"] == "True"]
     assert len(mixed) == 1 and "othermachine" in mixed[0]["machine"]
     # medians are medians: the overloaded runs carry less than offered and grow a backlog
@@ -121,15 +147,35 @@ def test_compare_table_csv_and_plots(results, tmp_path):
     page = open(res["html"], encoding="utf-8").read()
     assert page.count("data:image/png;base64,") == 5 and "<table" in page and "http" not in page.replace(
         "http-equiv", "")
+    # self-contained: no file, script or stylesheet from elsewhere; the tables are the same as the terminal's
+    assert "<link" not in page and "<script" not in page and "src='" not in page
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "queued for stage B" in page and "broker hop" in page and "hop p99 ms" in page
+    assert "othermachine" in page and "warning:" in page
+
+
+def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with report.atomic_write(str(path)) as fh:
+            fh.write("half")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["f.csv"]
+    with report.atomic_write(str(path), binary=True) as fh:
+        fh.write(b"new")
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["f.csv"]
 
 
 def test_backlog_config_and_cli_errors(results, tmp_path):
     out = str(tmp_path / "b")
     res = compare.compare([str(results / "res")], out, backlog_config="rho=0.5")
     assert any(p.endswith("backlog.png") for p in res["images"])
-    p = subprocess.run([sys.executable, "-m", "testbed.compare", str(results / "res"), "--out", out,
+    bad = str(tmp_path / "bad")
+    p = subprocess.run([sys.executable, "-m", "testbed.compare", str(results / "res"), "--out", bad,
                         "--backlog-config", "rho=7"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "matches no configuration" in p.stderr and "Traceback" not in p.stderr
+    assert not os.path.exists(bad)  # nothing written for a bad selection
     empty = tmp_path / "empty"
     empty.mkdir()
     p = subprocess.run([sys.executable, "-m", "testbed.compare", str(empty)], cwd=ROOT, capture_output=True,

@@ -127,7 +127,8 @@ def _sigint(args, tmp_path, wait_for_text: str = "") -> tuple[subprocess.Popen, 
     log = tmp_path / "output.txt"
     with open(log, "w") as out:
         proc = subprocess.Popen([PY, "-m", "testbed.run", *args, "--out", str(tmp_path / "run")], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
+                                stdout=out, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and not containers_of(proc.pid):
@@ -167,7 +168,7 @@ def test_sigint_during_start_up_leaves_no_container(tmp_path):
 def test_limits_labels_and_sample(tmp_path):
     h = launch(tmp_path, broker_cpus="0", broker_memory="256m")
     try:
-        from testbed.launchers import docker_engine
+        from testbed.launchers import engine as docker_engine
         c = docker_engine.client().containers.get(h.endpoint.extra["container_id"])
         assert c.attrs["HostConfig"]["CpusetCpus"] == "0"
         assert c.attrs["HostConfig"]["Memory"] == 256 * 2**20
@@ -231,7 +232,7 @@ def test_container_exiting_during_start_up_shows_its_log(tmp_path, monkeypatch):
 
 def test_no_build_names_the_command(tmp_path, monkeypatch, capsys):
     """The official image cannot be pulled and the local one is missing: --no-build says what to run."""
-    from testbed.launchers import docker_engine, docker_images
+    from testbed.launchers import engine as docker_engine, images as docker_images
     spec = docker_images.ImageSpec("redis", "redis", "", "testbed-absent/none:0", "testbed/absent:0", "7.0.15",
                                    ("redis-server",))
     with pytest.raises(BrokerError, match=r"images --build"):
@@ -241,7 +242,7 @@ def test_no_build_names_the_command(tmp_path, monkeypatch, capsys):
 
 
 def test_image_that_cannot_be_built_is_one_clear_line(tmp_path):
-    from testbed.launchers import docker_engine, docker_images
+    from testbed.launchers import engine as docker_engine, images as docker_images
     client = docker_engine.client()
     spec = docker_images.ImageSpec("redis", "redis", "", "testbed-absent/none:0", "testbed/unbuildable:0",
                                    "0", ("testbed-no-such-package",))
@@ -265,14 +266,14 @@ def test_images_build_is_cached():
     r = cli("-m", "testbed.brokers", "images", "--build", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "building" not in r.stderr
-    from testbed.launchers.docker_images import IMAGES
+    from testbed.launchers.images import IMAGES
     for spec in IMAGES.values():
         assert spec.local in r.stdout
     assert time.monotonic() - t < 30
 
 
 def test_cleanup_removes_leftovers_not_live_runs(tmp_path):
-    from testbed.launchers import docker, docker_engine, docker_images
+    from testbed.launchers import docker, engine as docker_engine, images as docker_images
     client = docker_engine.client()
     image, _ = docker_images.ensure(client, docker_images.IMAGES["redis"], no_build=True)
     dead = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

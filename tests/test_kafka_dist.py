@@ -1,4 +1,4 @@
-"""Fetching Apache Kafka's jars (testbed/launchers/kafka_dist.py): cached, atomic, and a missing java or
+"""Fetching Apache Kafka's jars (brokers/kafka/dist.py): cached, atomic, and a missing java or
 mvn is one clear line. The fetch itself runs Maven for real (from the local Maven repository that
 `make setup` filled, so a few seconds)."""
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 
 from testbed.config import RunConfig
 from testbed.errors import BrokerError, ConfigError
-from testbed.launchers import kafka_dist, launch
-from testbed.launchers.versions import KAFKA_SCALA, KAFKA_VERSION
+from brokers.kafka import dist as kafka_dist
+from brokers.kafka.dist import KAFKA_SCALA, KAFKA_VERSION
+from testbed.launchers import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from testbed.launchers.versions import KAFKA_VERSION
+from brokers.kafka.dist import KAFKA_VERSION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--broker", "kafka", "--launcher", "local", "--duration", "2", "--warmup", "0.5", "--drain", "5",
@@ -72,7 +72,8 @@ def test_ctrl_c_during_a_kafka_run_leaves_no_jvm(tmp_path):
     args[args.index("--duration") + 1] = "60"
     with open(err_path, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "testbed.run", *args, "--out", out], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         jvm = None

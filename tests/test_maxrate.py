@@ -104,3 +104,29 @@ def test_search_finds_the_known_capacity_on_the_inproc_broker(tmp_path):
     assert any(r["passed"] == "false" for r in rows)
     for r in rows:
         assert os.path.exists(os.path.join(r["run_dir"], "summary.csv"))
+
+
+def test_limited_by_is_shown_for_every_probe_and_for_the_answer(tmp_path, monkeypatch):
+    """Each probe's limited_by (from its summary) goes to maxrate.csv and the table, and the answer
+    carries the one of the rate found: the harness's ceiling is never read as the broker's."""
+    from testbed.orchestration import campaign
+    from testbed.orchestration.execute import RunResult
+
+    def run(self, cfg, run_id=None, progress=None, hooks=()):
+        ok = cfg.rate <= 40
+        summary = {"complete": True, "stable": ok, "e2e_p99_ms": 1.0, "backlog_growth": 0.0 if ok else 5.0,
+                   "throughput_out": cfg.rate, "lost": 0, "limited_by": "harness" if cfg.rate > 30 else "none"}
+        return RunResult(run_id, cfg.out, summary, True)
+    monkeypatch.setattr(campaign.Campaign, "run", run)
+    cfg = RunConfig(broker="inproc", rate=1, fanout="1")
+    out = str(tmp_path / "s")
+    res = maxrate.find(cfg, maxrate.Search(min_rate=10, max_rate=100, max_probes=8, tolerance=0.1), out)
+    assert res.bracketed and 36 <= res.rate <= 40 and res.limited_by == "harness"
+    with open(os.path.join(out, "maxrate.csv"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["limited_by"] for r in rows[:3]] == ["none", "none", "harness"]
+    from rich.console import Console
+    console = Console(width=200, record=True)
+    console.print(maxrate.table(res, cfg, 50))
+    text = console.export_text()
+    assert "limited by" in text and "harness" in text

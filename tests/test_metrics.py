@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from testbed.analysis.metrics import account, percentiles_ms, slope
+from testbed.analysis.metrics import account, capacity, percentiles_ms, slope
+from testbed.config import RunConfig
 from testbed.harness.records import FRAME_DTYPE, message_dtype
 
 
@@ -69,3 +70,30 @@ def test_reordering_is_counted_per_consumer():
 def test_slope():
     assert slope([0, 50, 100, 150]) == pytest.approx(50)
     assert slope([5]) == 0.0
+
+
+def _costs(service_us, recv_us=0.0, ack_us=0.0, b_harness_us=0.0, a_service_us=100.0, a_publish_us=10.0,
+           a_harness_us=5.0, n=100):
+    per = lambda us: np.full(n, us * 1e3)  # noqa: E731
+    return {"b_service": per(service_us), "recv_call": per(recv_us), "ack_call": per(ack_us),
+            "b_harness": per(b_harness_us), "a_service": per(a_service_us), "a_publish": per(a_publish_us),
+            "a_bookkeeping": per(a_harness_us)}
+
+
+@pytest.mark.parametrize("costs, growth, want", [
+    (_costs(500, 10, 5, 20), 0.0, "none"),                    # rho_measured 0.27: stable below capacity
+    (_costs(1500), 50.0, "stage_b"),                          # the service alone saturates stage B
+    (_costs(800, 200, 100, 20), 0.0, "broker"),               # room in the service, the client calls fill it
+    (_costs(800, 20, 5, 300), 0.0, "harness"),                # room in the service, our bookkeeping fills it
+    (_costs(500, 10, 5, 20), 100.0, "broker"),                # backlog grows while stage B has room
+    (_costs(500, a_service_us=1500), 0.0, "stage_a"),         # stage A's service saturates it
+    (_costs(500, a_service_us=800, a_publish_us=300), 0.0, "broker"),
+    (_costs(500, a_service_us=800, a_harness_us=300), 0.0, "harness"),
+])
+def test_limited_by_rules(costs, growth, want):
+    cfg = RunConfig(rate=1000.0, consumer_rate=2000.0, fanout="1")  # offered 1000 msg/s, rho 0.5
+    out = capacity(cfg, costs, 1000.0, growth, 0.0)
+    assert out["limited_by"] == want, out
+    busy = sum(np.mean(costs[k]) for k in ("b_service", "recv_call", "ack_call", "b_harness"))
+    assert out["capacity_measured"] == pytest.approx(1e9 / busy, rel=1e-4)
+    assert out["rho_measured"] == pytest.approx(1000.0 * busy / 1e9, rel=1e-3)

@@ -34,7 +34,8 @@ def cli(*args, timeout=90):
 def start_cli(*args, stderr_path):
     """A run in the background, in its own session (so our SIGINT reaches only it)."""
     return subprocess.Popen([sys.executable, "-m", "testbed.run", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "w"), start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "w"), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def one_error_line(stderr: str) -> str:
@@ -77,7 +78,7 @@ def read_run(out: str):
 @pytest.fixture(scope="module")
 def rabbit():
     """A private RabbitMQ for the external-launcher tests (started once: it takes seconds)."""
-    from testbed.launchers.local_rabbitmq import launch
+    from testbed.launchers.local import launch
     handle = launch(RunConfig(broker="rabbitmq", launcher="local"), "t-ext", tempfile.mkdtemp(prefix="tb-ext-"))
     try:
         yield handle.endpoint
@@ -159,19 +160,25 @@ def test_unknown_broker_option(tmp_path, broker):
 
 
 def test_missing_binaries_name_the_package(monkeypatch, tmp_path):
-    from testbed.launchers import local_rabbitmq, local_redis
+    import dataclasses
+
+    import brokers
+    from testbed.launchers import local
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrokerError, match="redis-server"):
-        local_redis.launch(RunConfig(broker="redis", launcher="local"), "t", str(tmp_path))
-    monkeypatch.setattr(local_rabbitmq, "SERVER", str(tmp_path / "rabbitmq-server"))
+        local.launch(RunConfig(broker="redis", launcher="local"), "t", str(tmp_path))
+    spec = brokers.spec("rabbitmq")
+    impl = spec.impl()  # its server where none is
+    server = dataclasses.replace(impl.local.server, path=str(tmp_path / "rabbitmq-server"))
+    impl = dataclasses.replace(impl, local=dataclasses.replace(impl.local, server=server))
     with pytest.raises(BrokerError, match="Debian package 'rabbitmq-server'"):
-        local_rabbitmq.launch(RunConfig(broker="rabbitmq", launcher="local"), "t", str(tmp_path))
+        local.start(RunConfig(broker="rabbitmq", launcher="local"), "t", str(tmp_path), spec, impl)
 
 
 def test_bad_broker_cpus_start_nothing(tmp_path):
-    from testbed.launchers import local_redis
+    from testbed.launchers import local
     with pytest.raises(ConfigError, match="--broker-cpus '99'"):
-        local_redis.launch(RunConfig(broker="redis", launcher="local", broker_cpus="99"), "t", str(tmp_path))
+        local.launch(RunConfig(broker="redis", launcher="local", broker_cpus="99"), "t", str(tmp_path))
     assert not os.listdir(tmp_path)
 
 
@@ -223,7 +230,7 @@ def test_sigint_during_a_run_stops_everything(tmp_path):
 ORPHAN = """
 import json, os, signal, sys, tempfile
 from testbed.config import RunConfig
-from testbed.launchers.local_redis import launch
+from testbed.launchers.local import launch
 h = launch(RunConfig(broker="redis", launcher="local"), "orphan", tempfile.mkdtemp(prefix="tb-orphan-"))
 print(json.dumps(h.endpoint.extra), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no stop(): the broker is left behind
@@ -232,7 +239,7 @@ os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no stop(): the broker is left
 
 def test_cleanup_removes_what_a_killed_run_left_and_spares_live_runs(tmp_path):
     from testbed.launchers.cleanup import cleanup_all
-    from testbed.launchers.local_redis import launch
+    from testbed.launchers.local import launch
     r = subprocess.run([sys.executable, "-c", ORPHAN], cwd=ROOT, capture_output=True, text=True, timeout=60)
     orphan = json.loads(r.stdout.splitlines()[0])
     assert psutil.pid_exists(orphan["pid"]), "the orphaned broker should still run before cleanup"

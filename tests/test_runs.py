@@ -36,6 +36,8 @@ def test_stable_run_at_rho_half(tmp_path, broker):
     # service is a fixed 10 ms and the consumer is idle half the time: e2e p50 a little over 10 ms
     assert 10.0 <= s["e2e_p50_ms"] < 20.0
     assert s["service_p50_ms"] == pytest.approx(10.0, abs=1.0)
+    assert s["limited_by"] == "none"
+    assert s["rho_measured"] >= s["rho"]
 
 
 @pytest.mark.parametrize("broker", EMBEDDED)
@@ -49,6 +51,8 @@ def test_overloaded_run_at_rho_one_and_a_half(tmp_path, broker):
     assert s["throughput_out"] == pytest.approx(100.0, rel=0.1)
     assert s["throughput_in"] == pytest.approx(150.0, rel=0.1)
     assert s["stage_a_backlog_growth"] < 2  # stage A keeps up: the queue is in the broker
+    assert s["limited_by"] == "stage_b"
+    assert s["queue_p50_ms"] > 10 * s["hop_p50_ms"]  # the messages wait for stage B, not for the broker
 
 
 def test_accounting_end_to_end_with_a_faulty_broker(tmp_path, monkeypatch):

@@ -307,3 +307,97 @@ def test_step_table_in_the_human_summary():
     text = "\n".join(report.step_table(row))
     assert "decode" in text and "50.0%" in text and "non-DNN share 0.20" in text
     assert report.step_table({"e2e_p50_ms": 1.0}) == []
+
+
+# ---------------------------------------------------------------- pre-processed input (--preprocess pretensor)
+
+def test_pretensor_is_a_preprocess_value_and_others_are_refused():
+    validate(RunConfig(**{**TINY, "preprocess": "pretensor"}))
+    with pytest.raises(ConfigError, match="--preprocess 'none' is not allowed: use one of cpu, dali, pretensor"):
+        validate(RunConfig(**{**TINY, "preprocess": "none"}))
+
+
+def test_pretensor_stage_a_skips_preprocessing_and_emits_the_same_crops(stage_pair):
+    import stages.vision as sv
+    cpu, _ = stage_pair
+    cfg = RunConfig(**{**TINY, "fanout": "3", "batch_max": 4, "preprocess": "pretensor"})
+    a = sv.make_producer(cfg)
+    a.setup()
+    assert a.describe()["preprocess"].startswith("pretensor")
+    for fid in range(2):
+        start = time.monotonic_ns()
+        res = a.process(fid)
+        service = time.monotonic_ns() - start
+        named = dict(zip(a.steps, res.steps))
+        assert named["decode"] == named["resize"] == named["normalize"] == 0, named
+        assert named["infer"] > 0 and named["postprocess"] > 0
+        assert abs(sum(res.steps) - service) <= ADD_UP * service, (res.steps, service)
+        # the same frame through the cpu backend: the same model input, so the same boxes and crops
+        ref = cpu.process(fid)
+        assert len(res.items) == len(ref.items) == 3
+        for got, want in zip(res.items, ref.items):
+            assert np.array_equal(np.asarray(got.payload), np.asarray(want.payload))
+
+
+def test_pretensor_run_reports_no_preprocessing_steps(tmp_path):
+    result = _run(tmp_path, "pretensor", broker="inproc", preprocess="pretensor", duration=2.5, drain=5.0)
+    s = result.summary
+    assert result.complete, s.get("error")
+    assert s["sent"] > 0 and s["received"] == s["sent"] and s["failed"] == 0
+    assert s["a_decode_ms"] == s["a_resize_ms"] == s["a_normalize_ms"] == 0
+    assert s["a_infer_ms"] > 0 and s["b_infer_ms"] > 0
+    meta = json.load(open(os.path.join(result.run_dir, "run.json")))
+    producer, consumer = meta["stages"]["producer"]["stage"], meta["stages"]["consumer-0"]["stage"]
+    assert producer["preprocess"].startswith("pretensor")
+    # every run records the size of its networks (torchvision's figures: 0.583 and 0.217 GFLOPs)
+    assert producer["gflops"] == pytest.approx(0.583, rel=0.02) and producer["gflops_input"] == "1x3x320x320"
+    assert consumer["gflops"] == pytest.approx(0.217, rel=0.05)
+
+
+# ---------------------------------------------------------------- models above 10 GFLOPs, random init
+
+def test_resnet152_loads_with_random_init_and_reports_its_gflops():
+    import stages.vision as sv
+    from torchvision.models import ResNet152_Weights
+    from testbed.harness.envelope import Envelope
+    cfg = RunConfig(**{**TINY, "classifier": "resnet152", "batch_max": 1})
+    validate(cfg)
+    b = sv.make_consumer(cfg, 0)
+    b.setup()
+    d = b.describe()
+    assert d["model"] == "resnet152" and d["weights"] == "random-init"
+    assert d["gflops"] > 10 and d["gflops"] == pytest.approx(ResNet152_Weights.DEFAULT.meta["_ops"], rel=0.01)
+    crop = np.zeros((3, 224, 224), dtype=np.uint8)
+    steps = b.process([Envelope(0, 0, 0, 1, 0, 0, memoryview(crop), (3, 224, 224), "uint8")])
+    assert dict(zip(b.steps, steps))["infer"] > 0 and len(b.last_top1) == 1
+
+
+def test_fasterrcnn_resnet50_detector_loads_with_random_init_and_reports_its_gflops():
+    import stages.vision as sv
+    cfg = RunConfig(**{**TINY, "detector": "fasterrcnn_resnet50", "fanout": "1"})
+    validate(cfg)
+    a = sv.make_producer(cfg)
+    a.setup()
+    d = a.describe()
+    assert d["model"] == "fasterrcnn_resnet50_fpn" and d["weights"] == "random-init"
+    # 320x240 frames: shorter side 320, so a 1x3x320x426 input; well above 10 GFLOPs at that size
+    assert d["gflops_input"] == "1x3x320x426" and 20 < d["gflops"] < 60, d
+    res = a.process(0)
+    assert res.failed is None and len(res.items) == 1
+
+
+# ---------------------------------------------------------------- the reproduction experiments
+
+def test_every_reproduction_experiment_loads_and_is_on_the_reproduction_page():
+    from testbed.orchestration import grid
+    folder = os.path.join(ROOT, "experiments", "reproduction")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".yaml"))
+    assert len(files) >= 6
+    page = open(os.path.join(ROOT, "docs", "reproduction.md"), encoding="utf-8").read()
+    for f in files:
+        sweep = grid.load(os.path.join(folder, f))  # every point validated, as --dry-run does
+        assert sweep.points and sweep.name.startswith("repro_"), f
+        assert f"experiments/reproduction/{f}" in page, f
+    # the broker row covers every registered broker
+    brokers_row = grid.load(os.path.join(folder, "brokers.yaml"))
+    assert set(brokers_row.grid["broker"]) == set(brokers.names())

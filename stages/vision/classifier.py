@@ -30,7 +30,8 @@ from stages.vision.timing import StepClock
 CROP = models.CLASSIFIER_SIZE
 SHAPE = (3, CROP, CROP)
 NBYTES = 3 * CROP * CROP
-MODEL_NAMES = {"resnet50": "resnet50", "resnet18": "resnet18", "mobilenet_v3": "mobilenet_v3_large"}
+MODEL_NAMES = {"resnet50": "resnet50", "resnet18": "resnet18", "mobilenet_v3": "mobilenet_v3_large",
+               "resnet152": "resnet152"}
 
 
 class ClassifierStage(ConsumerStage):
@@ -45,6 +46,7 @@ class ClassifierStage(ConsumerStage):
         self.threads = 0
         self.bad = 0
         self.last_top1 = None
+        self.gflops = None
 
     def setup(self) -> None:
         self.threads = models.set_threads(self.cfg)
@@ -54,7 +56,8 @@ class ClassifierStage(ConsumerStage):
         self.std = torch.tensor(models.IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0
         self.clock = StepClock(CONSUMER_STEPS, cuda=self.cuda)
         n = max(1, min(self.cfg.batch_max, 8))
-        with torch.inference_mode():  # warm-up (allocator, first-call costs) at the batch size expected
+        with torch.inference_mode():  # warm-up: the network's size per crop, then the batch size expected
+            _, self.gflops = models.count_gflops(self.model, torch.zeros((1, *SHAPE), device=self.device))
             self.model(torch.zeros((n, *SHAPE), device=self.device))
 
     def process(self, batch: list) -> tuple:
@@ -101,7 +104,8 @@ class ClassifierStage(ConsumerStage):
     def describe(self) -> dict:
         return {
             "role": "classifier", "replica": self.replica, "model": MODEL_NAMES[self.cfg.classifier],
-            "weights": self.weights, "device": str(self.device), "torch_threads": self.threads,
+            "weights": self.weights, "gflops": self.gflops, "gflops_input": f"1x3x{CROP}x{CROP} (per crop)",
+            "device": str(self.device), "torch_threads": self.threads,
             "batch_max": self.cfg.batch_max, "batch_wait_ms": self.cfg.batch_wait_ms,
             "input": f"uint8 3x{CROP}x{CROP} crops, ImageNet mean/std applied on the device",
             "steps": list(CONSUMER_STEPS),

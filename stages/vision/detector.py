@@ -2,7 +2,8 @@
 
 Steps (ns per frame, in PRODUCER_STEPS order; every message of a frame carries its frame's steps):
 
-    decode, resize, normalize   the preprocessing backend (--preprocess cpu|dali)
+    decode, resize, normalize   the preprocessing backend (--preprocess cpu|dali); 0 with pretensor
+                                (frames preprocessed once at setup: preprocess_pre.py)
     h2d                         model input to the device (CUDA events; 0 on the CPU)
     infer                       the detector network: SSDlite backbone + heads + anchors; Faster R-CNN
                                 backbone + RPN (its proposal NMS included: it is part of the network)
@@ -39,7 +40,8 @@ from stages.vision.timing import StepClock
 from testbed.load.distributions import Fanout, rng_for
 
 CROP = models.CLASSIFIER_SIZE
-MODEL_NAMES = {"ssdlite": "ssdlite320_mobilenet_v3_large", "fasterrcnn": "fasterrcnn_mobilenet_v3_large_320_fpn"}
+MODEL_NAMES = {"ssdlite": "ssdlite320_mobilenet_v3_large", "fasterrcnn": "fasterrcnn_mobilenet_v3_large_320_fpn",
+               "fasterrcnn_resnet50": "fasterrcnn_resnet50_fpn"}
 
 
 class DetectorNet:
@@ -48,7 +50,7 @@ class DetectorNet:
     def __init__(self, name: str, model, trained: bool, score_threshold: float):
         from torchvision.models.detection.image_list import ImageList
         self.name, self.m, self.ImageList = name, model, ImageList
-        if name == "fasterrcnn":
+        if name.startswith("fasterrcnn"):
             # random init scores sit near 1/91, under the default 0.05: keep every box, choose later
             model.roi_heads.score_thresh = min(0.05, score_threshold) if trained else 0.0
 
@@ -106,6 +108,8 @@ class DetectorStage(ProducerStage):
         self.threads = 0
         self.net = None
         self.pre = None
+        self.gflops = None
+        self.input_shape = None
 
     def setup(self) -> None:
         self.threads = models.set_threads(self.cfg)
@@ -113,15 +117,18 @@ class DetectorStage(ProducerStage):
         self.trained = self.weights != models.RANDOM_INIT and not self.weights.startswith(models.RANDOM_INIT)
         self.net = DetectorNet(self.cfg.detector, model.to(self.device), self.trained, self.cfg.score_threshold)
         spec = models.DETECTOR_INPUT[self.cfg.detector]
-        if self.cfg.preprocess == "dali":
+        # encoded frames as uint8 tensors once, so a frame costs no copy at run time
+        self.encoded = [torch.frombuffer(bytearray(f.data), dtype=torch.uint8) if f.data else
+                        torch.empty(0, dtype=torch.uint8) for f in self.frames]
+        if self.cfg.preprocess == "pretensor":
+            from stages.vision.preprocess_pre import PretensorInput
+            self.pre = PretensorInput(spec, self.frames, self.encoded, pin=self.cuda)
+        elif self.cfg.preprocess == "dali":
             from stages.vision.preprocess_dali import DaliPreprocess
             self.pre = DaliPreprocess(spec, gpu=self.cuda, threads=self.threads)
         else:
             from stages.vision.preprocess_cpu import CpuPreprocess
             self.pre = CpuPreprocess(spec)
-        # encoded frames as uint8 tensors once, so a frame costs no copy at run time
-        self.encoded = [torch.frombuffer(bytearray(f.data), dtype=torch.uint8) if f.data else
-                        torch.empty(0, dtype=torch.uint8) for f in self.frames]
         self.clock = StepClock(PRODUCER_STEPS, cuda=self.cuda)
         for i in range(min(2, len(self.frames))):  # warm-up (allocator, DALI, first-call costs)
             self._run(i % len(self.frames), warm=True)
@@ -134,8 +141,14 @@ class DetectorStage(ProducerStage):
         clock.start()
         frame = self.frames[k]
         try:
-            w, h = frames_mod.jpeg_size(frame.data)
-            full, x = self.pre.run(self.encoded[k], w, h, clock)
+            if self.pre.backend == "pretensor":
+                ready = self.pre.get(k)
+                if isinstance(ready, str):
+                    return FrameResult(failed=ready)
+                full, x = ready
+            else:
+                w, h = frames_mod.jpeg_size(frame.data)
+                full, x = self.pre.run(self.encoded[k], w, h, clock)
         except frames_mod.BadFrame as exc:
             return FrameResult(failed=f"{frame.name}: {exc}")
         except RuntimeError as exc:  # the decoder refused it
@@ -150,7 +163,11 @@ class DetectorStage(ProducerStage):
         else:
             clock.lap("h2d")
         with torch.inference_mode():
-            raw = self.net.infer(x)
+            if self.gflops is None and warm:  # once, on the first warm-up pass: the network's size
+                raw, self.gflops = models.count_gflops(self.net.infer, x)
+                self.input_shape = "x".join(map(str, x.shape))
+            else:
+                raw = self.net.infer(x)
             clock.lap("infer")
             boxes, scores = self.net.postprocess(raw)
             if self.trained:
@@ -184,6 +201,7 @@ class DetectorStage(ProducerStage):
         c = self.cfg
         return {
             "role": "detector", "model": MODEL_NAMES[c.detector], "weights": self.weights,
+            "gflops": self.gflops, "gflops_input": self.input_shape,
             "device": str(self.device), "preprocess": self.pre.describe() if self.pre else c.preprocess,
             "images": c.images or f"skimage photographs, {c.image_size} "
                                   f"{'x'.join(map(str, frames_mod.SIZES[c.image_size]))}",

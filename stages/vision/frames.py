@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 
+from testbed.analysis.report import atomic_write
 from testbed.errors import ConfigError
 
 SIZES = {"small": (320, 240), "medium": (1280, 720), "large": (3840, 2160)}
@@ -114,10 +114,8 @@ def _read(path: str) -> bytes | None:
 def _write(path: str, data: bytes) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_write(path, binary=True) as fh:
             fh.write(data)
-        os.replace(tmp, path)
     except OSError:
         pass  # a read-only home: the set lives in memory for this run
 

@@ -1,8 +1,15 @@
 """The DNNs of the vision pipeline and their weights: built with random init, never downloaded.
 
 Detectors (stage A): ``ssdlite`` = SSDlite320 with a MobileNetV3-Large backbone (fixed 320x320 input);
-``fasterrcnn`` = Faster R-CNN MobileNetV3-Large-320-FPN (shorter side 320, longer at most 640).
-Classifiers (stage B): ``resnet50``, ``resnet18``, ``mobilenet_v3`` (MobileNetV3-Large), 224x224 input.
+``fasterrcnn`` = Faster R-CNN MobileNetV3-Large-320-FPN and ``fasterrcnn_resnet50`` = Faster R-CNN
+ResNet-50-FPN (both: shorter side 320, longer at most 640, the mobile variant's input; ResNet-50-FPN
+is trained at 800 and its published 134 GFLOPs are at that size).
+Classifiers (stage B): ``resnet152``, ``resnet50``, ``resnet18``, ``mobilenet_v3`` (MobileNetV3-Large),
+224x224 input.
+
+Size: ``gflops`` counts the network's multiply-adds (convolutions and matrix products, torch's
+FlopCounterMode, halved) at the input the run feeds it: torchvision's and the study's convention
+(ResNet-152 at 224x224: 11.5). The stages count them once, on their first warm-up pass, for run.json.
 
 Weights, in this order:
 1. ``--weights PATH``: a file written by ``torch.save``: either one model's state dict (it is matched
@@ -20,8 +27,8 @@ import os
 
 from testbed.errors import ConfigError
 
-DETECTORS = ("ssdlite", "fasterrcnn")
-CLASSIFIERS = ("resnet50", "resnet18", "mobilenet_v3")
+DETECTORS = ("ssdlite", "fasterrcnn", "fasterrcnn_resnet50")
+CLASSIFIERS = ("resnet50", "resnet18", "mobilenet_v3", "resnet152")
 RANDOM_INIT = "random-init"
 
 # Input of each detector: fixed (h, w), or None with (shorter side, longer side cap); mean/std on [0, 1].
@@ -30,18 +37,20 @@ DETECTOR_INPUT = {
     "fasterrcnn": {"size": None, "shorter": 320, "max_size": 640,
                    "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
 }
+DETECTOR_INPUT["fasterrcnn_resnet50"] = DETECTOR_INPUT["fasterrcnn"]
 CLASSIFIER_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _weights_enum(name: str):
-    from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet50_Weights
+    from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet50_Weights, ResNet152_Weights
     from torchvision.models.detection import (FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,
-                                              SSDLite320_MobileNet_V3_Large_Weights)
+                                              FasterRCNN_ResNet50_FPN_Weights, SSDLite320_MobileNet_V3_Large_Weights)
     return {"ssdlite": SSDLite320_MobileNet_V3_Large_Weights,
             "fasterrcnn": FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,
-            "resnet50": ResNet50_Weights, "resnet18": ResNet18_Weights,
+            "fasterrcnn_resnet50": FasterRCNN_ResNet50_FPN_Weights,
+            "resnet50": ResNet50_Weights, "resnet18": ResNet18_Weights, "resnet152": ResNet152_Weights,
             "mobilenet_v3": MobileNet_V3_Large_Weights}[name]
 
 
@@ -55,15 +64,28 @@ def build(name: str, seed: int = 1):
         m = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
     elif name == "fasterrcnn":
         m = detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
+    elif name == "fasterrcnn_resnet50":
+        m = detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
     elif name == "resnet50":
         m = models.resnet50(weights=None)
     elif name == "resnet18":
         m = models.resnet18(weights=None)
+    elif name == "resnet152":
+        m = models.resnet152(weights=None)
     elif name == "mobilenet_v3":
         m = models.mobilenet_v3_large(weights=None)
     else:
         raise ConfigError(f"unknown model {name!r}: use one of {', '.join(DETECTORS + CLASSIFIERS)}")
     return m.eval()
+
+
+def count_gflops(fn, *args):
+    """(fn(*args), its multiply-adds in billions): torch's FlopCounterMode counts 2 per multiply-add."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = fn(*args)
+    return out, round(counter.get_total_flops() / 2e9, 3)
 
 
 def cached_file(name: str) -> str | None:

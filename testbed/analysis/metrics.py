@@ -13,6 +13,10 @@ Rate matching: per second, offered frames, produced and consumed messages, and t
 published and not yet finished; for stage A, frames due and not yet processed). ``backlog_growth`` is
 the least-squares slope of the backlog over the measured seconds; the run is ``stable`` when neither
 backlog grows faster than 5% of its offered rate (at least 1/s).
+Queueing split from the broker's hop (``free``: when the message's replica was ready for it):
+    queue = max(0, free - published)      hop = received - max(published, free)      queue + hop = transit
+Costs per message (``costs``): the broker client's calls and the harness's bookkeeping, from which
+stage B's measured capacity, ``rho_measured`` and ``limited_by`` follow.
 """
 from __future__ import annotations
 
@@ -115,10 +119,14 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
     measured = m[m["intended"] >= warm]
 
     e2e = measured["end"] - measured["intended"]
+    published = measured["published"].astype(np.int64)
+    ready = np.maximum(published, measured["free"].astype(np.int64))
     lat = {
         "e2e": e2e,
         "publish_delay": measured["published"] - measured["intended"],
         "transit": measured["received"] - measured["published"],
+        "queue": ready - published,
+        "hop": measured["received"].astype(np.int64) - ready,
         "wait": measured["start"] - measured["received"],
         "service": measured["end"] - measured["start"],
     }
@@ -162,6 +170,15 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
     for k in ("transit", "wait", "service"):
         s[f"{k}_p50_ms"] = pct[k]["p50"]
         s[f"{k}_p99_ms"] = pct[k]["p99"]
+    for k in ("queue", "hop"):
+        s[f"{k}_p50_ms"] = pct[k]["p50"]
+        s[f"{k}_p99_ms"] = pct[k]["p99"]
+    c = costs(d.frames[d.frames["intended"] >= warm] if len(d.frames) else d.frames, measured)
+    for k in COST_NAMES:
+        p = percentiles_ms(c[k])
+        s[f"{k}_p50_us"] = round(p["p50"] * 1e3, 3)
+        s[f"{k}_p99_us"] = round(p["p99"] * 1e3, 3)
+    s.update(capacity(cfg, c, offered_msgs, growth, a_growth))
     for prefix, names in (("a", d.a_steps), ("b", d.b_steps)):
         for step in names:
             col = f"{prefix}_{step}"
@@ -169,6 +186,109 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
     if d.a_steps or d.b_steps:
         s.update(_step_extras(d, measured, warm, s["e2e_p50_ms"]))
     return s, ts, acc
+
+
+COST_NAMES = ("publish_call", "recv_call", "ack_call", "a_harness", "b_harness")
+#: A stage whose service alone takes this share of its time at the offered load is limited by it.
+SERVICE_BOUND = 0.95
+
+
+def costs(frames: np.ndarray, m: np.ndarray) -> dict:
+    """Per-message costs in ns (one value per message), and the stages' service per message/frame.
+
+    publish_call: each message's publish call. recv_call: the receive call that returned the message,
+    divided by the messages it returned, counted only for calls that found a message already waiting
+    (some message of the call published before the call began): a call that blocked was idle, not
+    spending. ack_call, b_harness: the batch's, divided by the batch size. a_harness: the frame's,
+    divided by its message count (frames without messages are left out). Also ``b_service`` (the
+    batch's service over its size) and, per frame, ``a_service``, ``a_publish`` and ``a_bookkeeping``.
+    """
+    out = {}
+    pc = m["publish_call"].astype(np.int64)
+    out["publish_call"] = pc[pc > 0]
+    batch = np.maximum(m["batch"].astype(np.int64), 1)
+    out["ack_call"] = m["ack_call"].astype(np.int64) / batch
+    out["b_harness"] = m["b_harness"].astype(np.int64) / batch
+    out["b_service"] = (m["end"].astype(np.int64) - m["start"].astype(np.int64)) / batch
+    out["recv_call"] = np.zeros(0)
+    if len(m):
+        # one receive call = the messages of one replica stamped with the same ``received``
+        order = np.lexsort((m["received"], m["replica"]))
+        rep, rec = m["replica"][order], m["received"][order].astype(np.int64)
+        first = np.flatnonzero(np.r_[True, (rep[1:] != rep[:-1]) | (rec[1:] != rec[:-1])])
+        k = np.diff(np.r_[first, len(order)])
+        call = m["recv_call"][order][first].astype(np.int64)
+        earliest = np.minimum.reduceat(m["published"][order].astype(np.int64), first)
+        waiting = earliest < rec[first] - call
+        out["recv_call"] = np.repeat(call[waiting] / k[waiting], k[waiting])
+    n = frames["n"].astype(np.int64)
+    has = n > 0
+    out["a_harness"] = np.repeat(frames["a_harness"][has].astype(np.int64) / n[has], n[has])
+    # per frame (every frame, with messages or not): service, publish calls (its count x the mean
+    # call), bookkeeping
+    out["a_service"] = frames["end"].astype(np.int64) - frames["start"].astype(np.int64)
+    out["a_publish"] = n * _mean(out["publish_call"])
+    out["a_bookkeeping"] = frames["a_harness"].astype(np.int64)
+    return out
+
+
+def _mean(v) -> float:
+    return float(np.mean(v)) if len(v) else 0.0
+
+
+def capacity(cfg: RunConfig, c: dict, offered_msgs: float, growth: float, a_growth: float) -> dict:
+    """capacity_measured, rho_measured and limited_by.
+
+    capacity_measured: the messages/s stage B's replicas together could serve given what one message
+        costs them: its share of its batch's service, its receive call (calls that found it waiting;
+        0 when none did), its share of the ack call and of the bookkeeping (means, so a rate).
+    rho_measured: offered messages/s over capacity_measured (nominal ``rho`` is over the configured
+        service alone). Stage A's counterpart (frames/s x (service + publish calls + bookkeeping) per
+        frame) decides ``limited_by`` with it.
+    limited_by: what bounds the run, first match:
+        none      stable (neither backlog grows) and both stages below capacity (measured rho < 1);
+        a stage is saturated when its backlog grows or its measured rho is at least 1 (stage A first;
+        of two saturated stages, the one with the larger measured rho);
+        stage_a / stage_b  the saturated stage's service alone takes at least 95% of its time;
+        broker    otherwise, when the broker client's calls (stage A: publish; stage B: receive and
+                  ack) cost the stage more than the harness's bookkeeping, or when stage B's backlog
+                  grows while it still has room (measured rho < 1: the broker does not deliver);
+        harness   otherwise: our bookkeeping takes the room the service leaves.
+        Empty when no message was measured.
+    """
+    per_msg = {k: _mean(c[k]) for k in ("b_service", "recv_call", "ack_call", "b_harness")}
+    busy = sum(per_msg.values())
+    cap = cfg.replicas * 1e9 / busy if busy > 0 else math.nan
+    rho_m = offered_msgs / cap if cap > 0 else math.nan
+    out = {"capacity_measured": round(cap, 3) if cap == cap else math.nan,
+           "rho_measured": round(rho_m, 4) if rho_m == rho_m else math.nan, "limited_by": ""}
+    if not len(c["b_service"]):
+        return out
+    a_share = {k: cfg.rate * _mean(c[k]) / 1e9 for k in ("a_service", "a_publish", "a_bookkeeping")}
+    rho_a_m = sum(a_share.values())
+    a_sat = a_growth > max(1.0, STABLE_FRACTION * cfg.rate) or rho_a_m >= 1
+    b_sat = growth > max(1.0, STABLE_FRACTION * offered_msgs) or rho_m >= 1
+    if a_sat and b_sat:
+        a_sat = rho_a_m >= rho_m
+        b_sat = not a_sat
+    if a_sat:
+        service, calls, harness = a_share["a_service"], a_share["a_publish"], a_share["a_bookkeeping"]
+        kind = "stage_a" if service >= SERVICE_BOUND else ("broker" if calls > harness else "harness")
+    elif b_sat:
+        load = offered_msgs / cfg.replicas / 1e9
+        service = load * per_msg["b_service"]
+        calls = load * (per_msg["recv_call"] + per_msg["ack_call"])
+        harness = load * per_msg["b_harness"]
+        if service >= SERVICE_BOUND:
+            kind = "stage_b"
+        elif rho_m < 1 or calls > harness:
+            kind = "broker"
+        else:
+            kind = "harness"
+    else:
+        kind = "none"
+    out["limited_by"] = kind
+    return out
 
 
 def _step_extras(d: RunData, measured: np.ndarray, warm: int, e2e_p50_ms: float) -> dict:

@@ -1,30 +1,25 @@
 """Writing a run folder (summary.csv, timeseries.csv, messages.csv, run.json) and the human summary.
 
 Files are written to a temporary name and renamed into place, so a folder never holds a half-written
-file. Column names are fixed here; a column a run cannot fill is left empty, never dropped, so CSVs
-from different runs line up.
+file. The summary's columns are fixed in testbed/analysis/columns.py; a column a run cannot fill is
+left empty, never dropped, so CSVs from different runs line up.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import threading
 
 import numpy as np
 
-# The columns of summary.csv, in order (times in ms). Step columns (a_<step>_ms, b_<step>_ms) follow.
-SUMMARY_COLUMNS = [
-    "run_id", "complete", "broker", "broker_impl", "launcher", "pipeline", "machine", "arrival",
-    "offered_rate", "producer_rate", "consumer_rate", "fanout", "fanout_mean", "replicas", "batch_max",
-    "batch_wait_ms", "service_dist", "service_mode", "message_bytes", "duration_s", "warmup_s", "seed",
-    "sent", "received", "lost", "duplicated", "reordered", "failed", "corrupt",
-    "throughput_in", "throughput_out", "rho", "rho_a", "backlog_max", "backlog_growth",
-    "stage_a_backlog_max", "stage_a_backlog_growth", "stable",
-    "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "e2e_p999_ms", "e2e_max_ms", "frame_p50_ms", "frame_p99_ms",
-    "publish_delay_p50_ms", "publish_delay_p99_ms", "transit_p50_ms", "transit_p99_ms",
-    "wait_p50_ms", "wait_p99_ms", "service_p50_ms", "service_p99_ms", "measured_messages", "error",
-]
+from testbed.analysis import columns
+
+# The columns of summary.csv, in order (testbed/analysis/columns.py defines them). Step columns
+# (a_<step>_ms, b_<step>_ms) and the vision columns follow.
+SUMMARY_COLUMNS = columns.names()
 
 
 def _cell(v):
@@ -37,11 +32,24 @@ def _cell(v):
     return v
 
 
-def _atomic(path: str, write) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        write(fh)
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def atomic_write(path: str, binary: bool = False):
+    """Open a file for writing that appears at ``path`` whole or not at all.
+
+    Writes go to a temporary file beside ``path`` (same file system, so the rename is atomic), which
+    replaces ``path`` when the ``with`` block ends without an error; on an error it is removed and
+    ``path`` is left as it was. Text mode is UTF-8 with ``newline=""`` (what the csv module wants).
+    """
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fh = open(tmp, "wb") if binary else open(tmp, "w", newline="", encoding="utf-8")
+    try:
+        with fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str] | None = None) -> None:
@@ -55,7 +63,8 @@ def write_csv(path: str, rows: list[dict], columns: list[str] | None = None) -> 
         wr.writerow(columns)
         for r in rows:
             wr.writerow([_cell(r.get(c)) for c in columns])
-    _atomic(path, w)
+    with atomic_write(path) as fh:
+        w(fh)
 
 
 def write_summary(path: str, row: dict) -> None:
@@ -64,41 +73,63 @@ def write_summary(path: str, row: dict) -> None:
 
 
 def write_json(path: str, obj) -> None:
-    _atomic(path, lambda fh: json.dump(obj, fh, indent=2, sort_keys=False, default=str))
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=str)
 
 
 def write_messages(path: str, messages: np.ndarray, first: np.ndarray, frames: np.ndarray,
                    lost_seqs: np.ndarray, t0: int) -> None:
-    """One row per message: its timestamps (ns since the run's start) and its status.
+    """One row per message: its timestamps (ns since the run's start), its status and its costs.
 
     status is ``ok`` for a message's first completion, ``duplicate`` for any later one, and ``lost`` for a
-    message sent and never finished (its consumer-side columns are empty).
+    message sent and never finished (its consumer-side columns are empty). ``free_ns`` is a timestamp
+    like the others; ``recv_call_ns``, ``ack_call_ns``, ``b_harness_ns`` (its batch's, whole batch),
+    ``publish_call_ns`` and ``a_harness_ns`` (its frame's, whole frame) are durations in ns
+    (testbed/harness/records.py defines them). Step columns (durations, ns) follow.
     """
-    step_cols = [n for n in messages.dtype.names if n[:2] in ("a_", "b_")]
-    cols = ["seq", "frame_id", "index", "count", "replica", "batch", "intended_ns", "published_ns",
-            "received_ns", "start_ns", "end_ns", "e2e_us", "status"] + [c + "_ns" for c in step_cols]
+    from testbed.harness.records import MESSAGE_FIELDS
+    fixed = {n for n, _ in MESSAGE_FIELDS}
+    step_cols = [n for n in messages.dtype.names if n not in fixed and n[:2] in ("a_", "b_")]
+    stamps = ["intended", "published", "received", "start", "end"]
+    cost_cols = ["recv_call", "ack_call", "b_harness", "publish_call"]
+    cols = (["seq", "frame_id", "index", "count", "replica", "batch"] + [c + "_ns" for c in stamps]
+            + ["e2e_us", "status", "free_ns"] + [c + "_ns" for c in cost_cols] + ["a_harness_ns"]
+            + [c + "_ns" for c in step_cols])
     status = np.full(len(messages), "duplicate", dtype=object)
     status[first] = "ok"
     order = np.argsort(messages["seq"], kind="stable")
+    m = messages[order]
+    f_order = np.argsort(frames["frame_id"], kind="stable")
+    f_ids, f_harness = frames["frame_id"][f_order], frames["a_harness"][f_order]
+
+    def frame_harness(fids):
+        if not len(f_ids):
+            return [""] * len(fids)
+        at = np.clip(np.searchsorted(f_ids, fids), 0, len(f_ids) - 1)
+        return np.where(f_ids[at] == fids, f_harness[at], 0).tolist()
 
     def w(fh):
         wr = csv.writer(fh)
         wr.writerow(cols)
-        for i in order.tolist():
-            r = messages[i]
-            row = [int(r["seq"]), int(r["frame_id"]), int(r["index"]), int(r["count"]), int(r["replica"]),
-                   int(r["batch"]), int(r["intended"]) - t0, int(r["published"]) - t0, int(r["received"]) - t0,
-                   int(r["start"]) - t0, int(r["end"]) - t0, round((int(r["end"]) - int(r["intended"])) / 1e3, 3),
-                   status[i]] + [int(r[c]) for c in step_cols]
-            wr.writerow(row)
+        ints = [m[c].tolist() for c in ("seq", "frame_id", "index", "count", "replica", "batch")]
+        rel = [(m[c].astype(np.int64) - t0).tolist() for c in stamps + ["free"]]
+        e2e = np.round((m["end"].astype(np.int64) - m["intended"].astype(np.int64)) / 1e3, 3).tolist()
+        costs = [m[c].tolist() for c in cost_cols] + [frame_harness(m["frame_id"])]
+        steps = [m[c].tolist() for c in step_cols]
+        st = status[order].tolist()
+        for k in range(len(m)):
+            wr.writerow([c[k] for c in ints] + [c[k] for c in rel[:5]] + [e2e[k], st[k], rel[5][k]]
+                        + [c[k] for c in costs] + [c[k] for c in steps])
         if len(lost_seqs):
             f_first = frames["first_seq"].astype(np.int64)
             fi = np.searchsorted(f_first, lost_seqs, side="right") - 1
             for s, k in zip(lost_seqs.tolist(), fi.tolist()):
                 fr = frames[k]
                 wr.writerow([s, int(fr["frame_id"]), s - int(fr["first_seq"]), int(fr["n"]), "", "",
-                             int(fr["intended"]) - t0, "", "", "", "", "", "lost"] + [""] * len(step_cols))
-    _atomic(path, w)
+                             int(fr["intended"]) - t0, "", "", "", "", "", "lost", "", "", "", "", "",
+                             int(fr["a_harness"])] + [""] * len(step_cols))
+    with atomic_write(path) as fh:
+        w(fh)
 
 
 def _ms(v) -> str:
@@ -119,6 +150,7 @@ def human(row: dict, run_dir: str) -> str:
         f"  sent {row['sent']}, received {row['received']}, lost {row['lost']}, "
         f"duplicated {row['duplicated']}, reordered {row['reordered']}, failed frames {row['failed']}",
     ]
+    lines += cost_lines(row)
     lines += step_table(row)
     if row.get("error"):
         lines.append(f"  error: {row['error']}")
@@ -126,11 +158,43 @@ def human(row: dict, run_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _num(v) -> float:
+    try:
+        return math.nan if v in (None, "") else float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _us(v) -> str:
+    v = _num(v)
+    return "-" if math.isnan(v) else f"{v:.1f}"
+
+
+def cost_lines(row: dict) -> list[str]:
+    """Broker client calls and our bookkeeping per message (p50, us); measured capacity; queue vs hop."""
+    if "b_harness_p50_us" not in row:
+        return []
+    cap, rho_m = _num(row.get("capacity_measured")), _num(row.get("rho_measured"))
+
+    def pair(k):
+        p50, p99 = _num(row.get(f"{k}_p50_ms")), _num(row.get(f"{k}_p99_ms"))
+        return "-" if math.isnan(p50) else f"{p50:.3f}/{p99:.3f} ms"
+    return [
+        f"  per message p50 (us): A publish call {_us(row.get('publish_call_p50_us'))}, "
+        f"A bookkeeping {_us(row.get('a_harness_p50_us'))}; B receive call {_us(row.get('recv_call_p50_us'))}, "
+        f"ack call {_us(row.get('ack_call_p50_us'))}, bookkeeping {_us(row.get('b_harness_p50_us'))}",
+        f"  stage B capacity measured {'-' if math.isnan(cap) else f'{cap:.1f}'} msg/s "
+        f"(rho {_num(row.get('rho')):.2f}, measured {'-' if math.isnan(rho_m) else f'{rho_m:.3f}'}); "
+        f"p50/p99 queued for B {pair('queue')}, broker hop {pair('hop')}; limited by {row.get('limited_by') or '-'}",
+    ]
+
+
 def step_table(row: dict) -> list[str]:
     """Where a message's time goes, for pipelines that time their steps (vision): p50 of each step.
 
     Stage A steps are per frame (a message carries its frame's), stage B steps per batch; publish,
-    transit and wait are the harness's own measurements. Empty for pipelines without steps.
+    queue (waiting for stage B), broker hop and wait are the harness's own measurements (transit as one
+    row for summaries without the split). Empty for pipelines without steps.
     """
     def val(v):
         return math.nan if v in (None, "") else float(v)
@@ -140,13 +204,19 @@ def step_table(row: dict) -> list[str]:
     if not a and not b:
         return []
     e2e = val(row.get("e2e_p50_ms"))
-    rows = [("A", n, v) for n, v in a] + [("broker", "transit", row.get("transit_p50_ms")),
-                                          ("B", "batch wait", row.get("wait_p50_ms"))] + [("B", n, v) for n, v in b]
-    out = ["  per-step p50 (stage A per frame, stage B per batch):", "    stage   step          ms       % of e2e p50"]
+    if "queue_p50_ms" in row:
+        mid = [("broker", "queued for stage B", row.get("queue_p50_ms")),
+               ("broker", "broker hop", row.get("hop_p50_ms"))]
+    else:
+        mid = [("broker", "transit", row.get("transit_p50_ms"))]
+    rows = ([("A", n, v) for n, v in a] + mid + [("B", "batch wait", row.get("wait_p50_ms"))]
+            + [("B", n, v) for n, v in b])
+    out = ["  per-step p50 (stage A per frame, stage B per batch):",
+           "    stage   step                      ms  % of e2e p50"]
     for stage, name, v in rows:
         v = val(v)
         pct = "" if math.isnan(v) or not e2e > 0 else f"{100 * v / e2e:6.1f}%"
-        out.append(f"    {stage:<7s} {name:<12s} {'-' if math.isnan(v) else f'{v:9.3f}':>9s}  {pct}")
+        out.append(f"    {stage:<7s} {name:<18s} {'-' if math.isnan(v) else f'{v:9.3f}':>9s}  {pct}")
     share = val(row.get("non_dnn_share"))
     out.append(f"    e2e p50 {_ms(e2e)}; non-DNN share {'-' if math.isnan(share) else f'{share:.2f}'}")
     return out

@@ -1,10 +1,24 @@
 """What the stages report to the orchestrator: fixed-size binary records, never pickles.
 
-Stage A sends one ``frame`` record per frame; stage B one ``message`` record per message it finished.
-Records travel in chunks over a one-way pipe, each chunk tagged by its first byte:
+Stage A sends one ``frame`` record per frame and one ``publish`` record per message (how long the
+broker client's publish call took); stage B one ``message`` record per message it finished. Records
+travel in chunks over a one-way pipe, each chunk tagged by its first byte:
 
-    R ready (JSON)   F frame records   M message records   X failed frame (JSON)
+    R ready (JSON)   F frame records   P publish records   M message records   X failed frame (JSON)
     D stage A done (JSON)   E fatal error (text)   Z stopped (JSON)
+
+Timestamps are monotonic ns; the fields named for a duration (``*_call``, ``*_harness``) are ns too.
+Stage B's per-batch costs are repeated on each message of the batch (whole batch, not divided):
+
+    free       when the replica was ready to receive again after the previous batch (its ack and
+               bookkeeping done); for the first batch, when the loop started
+    recv_call  duration of the receive call that returned this message
+    ack_call   duration of the batch's ack call
+    b_harness  the batch's bookkeeping: decode, stamps, records, shipping records; everything in the
+               loop but the receive calls, the stage's work and the ack call
+    publish_call  (joined from stage A's publish record of the same seq) duration of the publish call
+    a_harness  (frame record) stage A's bookkeeping for the frame: envelope building and encoding,
+               stamps, records; the frame's loop time minus its work and its publish calls
 """
 from __future__ import annotations
 
@@ -14,14 +28,19 @@ import numpy as np
 
 FRAME_FIELDS = [
     ("frame_id", "<u8"), ("first_seq", "<u8"), ("n", "<u4"), ("failed", "<u1"),
-    ("intended", "<i8"), ("start", "<i8"), ("end", "<i8"), ("published", "<i8"),
+    ("intended", "<i8"), ("start", "<i8"), ("end", "<i8"), ("published", "<i8"), ("a_harness", "<i8"),
 ]
+PUBLISH_FIELDS = [("seq", "<u8"), ("publish_call", "<i8")]
 MESSAGE_FIELDS = [
     ("seq", "<u8"), ("frame_id", "<u8"), ("index", "<u4"), ("count", "<u4"), ("replica", "<u2"),
     ("batch", "<u2"), ("intended", "<i8"), ("published", "<i8"), ("received", "<i8"),
-    ("start", "<i8"), ("end", "<i8"),
+    ("start", "<i8"), ("end", "<i8"), ("free", "<i8"), ("recv_call", "<i8"), ("ack_call", "<i8"),
+    ("b_harness", "<i8"), ("publish_call", "<i8"),
 ]
+#: Filled in by the orchestrator from stage A's publish records (``with_publish_calls``), not by stage B.
+JOINED_FIELDS = ("publish_call",)
 FRAME_DTYPE = np.dtype(FRAME_FIELDS)
+PUBLISH_DTYPE = np.dtype(PUBLISH_FIELDS)
 
 
 def message_dtype(a_steps, b_steps) -> np.dtype:
@@ -29,20 +48,56 @@ def message_dtype(a_steps, b_steps) -> np.dtype:
     return np.dtype(MESSAGE_FIELDS + [(f"a_{s}", "<i8") for s in a_steps] + [(f"b_{s}", "<i8") for s in b_steps])
 
 
-READY, FRAMES, MESSAGES, FAILED, DONE, ERROR, STOPPED = b"R", b"F", b"M", b"X", b"D", b"E", b"Z"
+READY, FRAMES, PUBLISHES, MESSAGES, FAILED, DONE, ERROR, STOPPED = b"R", b"F", b"P", b"M", b"X", b"D", b"E", b"Z"
+
+
+def with_publish_calls(messages: np.ndarray, publishes: list[np.ndarray]) -> np.ndarray:
+    """``messages`` with ``publish_call`` set from stage A's publish records (by seq; 0 where none)."""
+    if not len(messages) or not publishes:
+        return messages
+    pub = np.concatenate(publishes)
+    order = np.argsort(pub["seq"], kind="stable")
+    seqs, calls = pub["seq"][order], pub["publish_call"][order]
+    at = np.clip(np.searchsorted(seqs, messages["seq"]), 0, len(seqs) - 1)
+    found = seqs[at] == messages["seq"]
+    messages["publish_call"] = np.where(found, calls[at], 0)
+    return messages
+
+
+def _without(dtype: np.dtype, left_out) -> np.dtype:
+    """``dtype`` with fields ``left_out`` left out but every other field at its offset (same item size)."""
+    names = [n for n in dtype.names if n not in left_out]
+    return np.dtype({"names": names, "formats": [dtype.fields[n][0] for n in names],
+                     "offsets": [dtype.fields[n][1] for n in names], "itemsize": dtype.itemsize})
 
 
 class Reporter:
-    """Buffers records in a stage and ships them in chunks (every ``interval_ns`` or ``max_rows``)."""
+    """Buffers records in a stage and ships them in chunks (every ``interval_ns`` or ``max_rows``).
 
-    def __init__(self, conn, dtype: np.dtype, tag: bytes, interval_ns: int = 50_000_000, max_rows: int = 4096):
+    With ``tail`` (a field name), rows are added without that field and it is given once per group of
+    rows by ``end_batch`` (a batch's cost is known only after its rows are built); ship only after
+    ``end_batch``. Rows also leave out ``skip`` (fields someone else fills; sent as 0).
+    """
+
+    def __init__(self, conn, dtype: np.dtype, tag: bytes, interval_ns: int = 50_000_000, max_rows: int = 4096,
+                 tail: str | None = None, skip: tuple = ()):
         self.conn, self.dtype, self.tag = conn, dtype, tag
         self.rows: list[tuple] = []
         self.interval_ns, self.max_rows = interval_ns, max_rows
         self.last = 0
+        self.tail = tail
+        self.skip = tuple(skip)
+        self.row_dtype = _without(dtype, (tail, *skip)) if tail or skip else dtype
+        self.tail_n: list[int] = []
+        self.tail_v: list[int] = []
 
     def add(self, row: tuple) -> None:
         self.rows.append(row)
+
+    def end_batch(self, n: int, value: int) -> None:
+        """The ``tail`` field of the last ``n`` rows added."""
+        self.tail_n.append(n)
+        self.tail_v.append(value)
 
     def maybe_flush(self, now_ns: int) -> None:
         if self.rows and (now_ns - self.last >= self.interval_ns or len(self.rows) >= self.max_rows):
@@ -51,8 +106,17 @@ class Reporter:
     def flush(self, now_ns: int = 0) -> None:
         self.last = now_ns
         if self.rows:
-            arr = np.array(self.rows, dtype=self.dtype)
-            self.rows = []
+            arr = np.array(self.rows, dtype=self.row_dtype).view(self.dtype)
+            if self.tail:
+                vals = np.repeat(np.asarray(self.tail_v, dtype=np.int64), self.tail_n)
+                k = min(len(vals), len(arr))
+                arr[self.tail][:k] = vals[:k]
+                arr[self.tail][k:] = 0
+                self.tail_n.clear()
+                self.tail_v.clear()
+            for name in self.skip:
+                arr[name] = 0
+            self.rows.clear()  # in place: the loops hold ``rows.append``
             self.conn.send_bytes(self.tag + arr.tobytes())
 
     def send_json(self, tag: bytes, obj) -> None:
@@ -64,6 +128,8 @@ def parse(chunk: bytes, message_dtype_: np.dtype):
     tag, body = chunk[:1], chunk[1:]
     if tag == FRAMES:
         return tag, np.frombuffer(body, dtype=FRAME_DTYPE)
+    if tag == PUBLISHES:
+        return tag, np.frombuffer(body, dtype=PUBLISH_DTYPE)
     if tag == MESSAGES:
         return tag, np.frombuffer(body, dtype=message_dtype_)
     if tag == ERROR:

@@ -1,10 +1,10 @@
-"""What every launcher shares: the handle, free ports, and private broker processes.
+"""What every launcher shares: the handle, free ports, private broker processes, the readiness probe.
 
-``LocalProcess`` starts a broker binary as a private process: its own session (so Ctrl-C in the
-terminal reaches the orchestrator, which stops it in order, not the broker mid-run), its own temporary
-folder, its log file in the run folder. ``stop()`` ends the whole process group (TERM, then KILL) and
-removes the temporary folder; it is safe to call twice, and an ``atexit`` hook calls it if the
-orchestrator forgets.
+``LocalProcess`` starts a program as a private process: its own session (so Ctrl-C in the terminal
+reaches the orchestrator, which stops it in order, not the broker mid-run), its log file in the run
+folder. ``stop()`` ends the whole process group (TERM, then KILL after the process's grace) and removes
+its temporary folder; it is safe to call twice, and an ``atexit`` hook calls it if the orchestrator
+forgets. ``signal``/``pause``/``resume`` act on the whole group (for fault injection).
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from brokers.base import Endpoint
 from testbed.errors import BrokerError
+
+OWNER_FILE = "owner"
 
 
 def free_port() -> int:
@@ -51,6 +53,21 @@ class BrokerHandle:
     def stop(self) -> None:
         pass
 
+    # -- control of what the launcher started (none for embedded and external brokers) ------------
+    def pids(self) -> list[int]:
+        """Process ids of the broker's server processes (the main one first)."""
+        return []
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the broker (its process group, or its container)."""
+        raise BrokerError(f"the {self.endpoint.launcher} launcher started no process to signal")
+
+    def pause(self) -> None:
+        raise BrokerError(f"the {self.endpoint.launcher} launcher started no process to pause")
+
+    def resume(self) -> None:
+        raise BrokerError(f"the {self.endpoint.launcher} launcher started no process to resume")
+
     def __enter__(self) -> "BrokerHandle":
         return self
 
@@ -62,11 +79,14 @@ class LocalProcess:
     """One private broker process (a process group of its own) and its temporary folder."""
 
     def __init__(self, name: str, argv: list[str], log_path: str, env: dict | None = None,
-                 cwd: str | None = None, tmp_dir: str | None = None):
+                 cwd: str | None = None, tmp_dir: str | None = None, stop_grace_s: float = 10.0,
+                 on_exit: Callable[[int | None], None] | None = None):
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self.tmp_dir = tmp_dir
+        self.stop_grace_s = stop_grace_s
+        self.on_exit = on_exit  # called once after the process is gone, with its exit code
         self.proc: subprocess.Popen | None = None
         self._ps = None
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
@@ -133,7 +153,12 @@ class LocalProcess:
         except Exception:  # noqa: BLE001 - the broker may be gone: leave the figures empty
             return {}
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def signal(self, sig: int) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        timeout_s = self.stop_grace_s if timeout_s is None else timeout_s
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
@@ -148,11 +173,14 @@ class LocalProcess:
                     continue
         if proc is not None:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (e.g. epmd, beam children)
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (helpers, children)
             except (ProcessLookupError, PermissionError):
                 pass
         if not self._log.closed:
             self._log.close()
+        if proc is not None and self.on_exit is not None:
+            on_exit, self.on_exit = self.on_exit, None
+            on_exit(proc.returncode)
         self._remove_tmp()
 
     def _remove_tmp(self) -> None:
@@ -162,14 +190,31 @@ class LocalProcess:
 
 
 class LocalHandle(BrokerHandle):
-    """A broker run as local processes (one or more ``LocalProcess``)."""
+    """A broker run as local processes: helpers first, the server last (``server``)."""
 
     def __init__(self, endpoint: Endpoint, processes: list[LocalProcess]):
         super().__init__(endpoint)
         self.processes = processes
 
+    @property
+    def server(self) -> LocalProcess | None:
+        return self.processes[-1] if self.processes else None
+
     def sample(self) -> dict:
-        return self.processes[0].sample() if self.processes else {}
+        return self.server.sample() if self.server else {}  # the server's process tree, not its helpers
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in reversed(self.processes) if p.proc is not None]
+
+    def signal(self, sig: int) -> None:
+        if self.server is not None:
+            self.server.signal(sig)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for p in reversed(self.processes):
@@ -180,10 +225,71 @@ def private_tmp(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=f"testbed-{prefix}-")
 
 
-def require_binary(path_or_name: str, package: str) -> str:
-    """The binary's path, or a clear error naming the Debian package that provides it."""
-    found = shutil.which(path_or_name) or (path_or_name if os.access(path_or_name, os.X_OK) else None)
+def write_owner(tmp_dir: str) -> None:
+    """Mark ``tmp_dir`` as belonging to this (live) process: cleanup leaves it alone while we run."""
+    import psutil
+    with open(os.path.join(tmp_dir, OWNER_FILE), "w") as fh:
+        fh.write(f"{os.getpid()} {psutil.Process().create_time():.3f}\n")
+
+
+def resolve_binary(binary) -> str:
+    """Where a recipe's ``Binary`` is on this machine, or a clear error saying how to install it."""
+    if binary.find is not None:
+        return binary.find()
+    path = binary.path
+    found = shutil.which(path) or (path if os.path.isabs(path) and os.access(path, os.X_OK) else None)
     if not found:
-        raise BrokerError(f"{path_or_name} not found: install the Debian package {package!r} "
-                          f"(apt-get install {package}) or run `make setup`")
+        raise BrokerError(f"{path} not found: {binary.install_hint()}")
     return found
+
+
+def named_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """One distinct free port per name."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        p = free_port()
+        if p not in ports.values():
+            ports[names[len(ports)]] = p
+    return ports
+
+
+def port_facts(ports: dict[str, int]) -> dict:
+    """{"port": first, "<name>_port": the others} for run.json's broker.launch."""
+    out = {}
+    for i, (name, port) in enumerate(ports.items()):
+        out["port" if i == 0 else f"{name}_port"] = port
+    return out
+
+
+class ReadyProbe:
+    """A real client round trip: the recipe's own probe, else the adapter's connect + server_impl.
+    Calling it returns what answers (the implementation string); raises while not ready."""
+
+    def __init__(self, spec, recipe, url: str, label: str, launcher: str, timeout_s: float = 3.0):
+        self.inner = recipe.probe(url, label) if recipe is not None and recipe.probe else None
+        self.spec, self.url, self.label, self.launcher, self.timeout_s = spec, url, label, launcher, timeout_s
+
+    def __call__(self) -> str:
+        if self.inner is not None:
+            return self.inner()
+        import brokers
+        b = brokers.get(self.spec.name)(Endpoint(self.spec.name, self.url, {}, self.label, self.launcher))
+        b.connect(self.timeout_s)
+        try:
+            return b.server_impl()
+        finally:
+            b.close()
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+def impl_string(impl, recipe, answer: str, binary: str, log_text: str) -> str:
+    """What run.json calls the broker: the server's own answer, or the implementation's label with the
+    version the server itself reports (its log, its binary) where it says one."""
+    if not impl.label:
+        return answer
+    said = recipe.version(binary, log_text) if recipe is not None and recipe.version else ""
+    return impl.impl_label(said)

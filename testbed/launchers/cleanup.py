@@ -2,13 +2,13 @@
 
 ``python -m testbed.brokers cleanup`` calls ``cleanup_all()``. A run that ends normally, fails or is
 interrupted stops its own brokers; only a run that was itself killed (SIGKILL, a crash of the
-interpreter) leaves them. Those are found by what every local launcher shares: a temporary folder
-``<tmp>/testbed-<broker>-*`` (``base.private_tmp``) that the broker's command line, working directory
-or environment names.
+interpreter) leaves them. Those are found by what the local launcher gives every broker: a temporary
+folder ``<tmp>/testbed-<name>-*`` (``base.private_tmp``) that the broker's command line, working
+directory or environment names.
 
 A folder still used by a live run is left alone (other people may run the testbed on the same machine
 at the same time):
-- a launcher may write ``owner`` into its folder (``"<pid> <create_time>"`` of the orchestrating
+- the local launcher writes ``owner`` into its folder (``base.write_owner``) (``"<pid> <create_time>"`` of the orchestrating
   process): live while that process is;
 - otherwise, live while one of the broker processes still has a Python parent (its orchestrator) that
   is not itself part of the leftovers; an orphan's parent is init.
@@ -25,16 +25,10 @@ import signal
 import tempfile
 import time
 
-OWNER_FILE = "owner"
+from testbed.launchers.base import OWNER_FILE, write_owner  # noqa: F401 (write_owner: re-exported)
+
 STALE_EMPTY_S = 120.0
 TERM_WAIT_S = 3.0
-
-
-def write_owner(tmp_dir: str) -> None:
-    """Mark ``tmp_dir`` as belonging to this (live) process."""
-    import psutil
-    with open(os.path.join(tmp_dir, OWNER_FILE), "w") as fh:
-        fh.write(f"{os.getpid()} {psutil.Process().create_time():.3f}\n")
 
 
 def cleanup_all() -> list[str]:

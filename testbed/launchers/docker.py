@@ -1,27 +1,29 @@
 """Docker launcher: the broker of a run as a container, through the docker SDK.
 
-- Engine: the first that answers (``docker_engine``: $DOCKER_HOST, the default socket, or our private
-  one). ``engine_answers()`` is what ``--launcher auto`` asks; it is cached for the process.
-- Image: per broker from the one table in ``docker_images`` - the official image when present or
-  pullable, else (one line saying the pull failed) the local image, built if missing unless
-  ``--no-build`` (then the error names the command that builds it).
+- Engine: the first that answers (``engine``: $DOCKER_HOST, the default socket, or our private one).
+  ``engine_answers()`` is what ``--launcher auto`` asks; it is cached for the process.
+- Image: the implementation's row of ``images.IMAGES`` - the official image when present or pullable,
+  else (one line saying the pull failed) the local image, built if missing unless ``--no-build`` (then
+  the error names the command that builds it).
 - Network: the host's (``network_mode=host``). The broker binds 127.0.0.1 on free ports, exactly as the
   local launcher's, so stages reach both the same way and the comparison measures the container, not a
   NAT. (Published ports need the default bridge, which the private engine here runs without.)
-- Configuration: the same as the local launcher's (redis without persistence; a private RabbitMQ node
-  name, epmd and distribution ports; Kafka from ``kafka_dist.server_properties`` as ``KAFKA_*``
-  variables, which the official apache/kafka image and ours both read).
-- Labels ``testbed=1``, ``testbed.run_id=<run id>``, ``testbed.broker``, and the owner process
-  (``testbed.owner_pid`` + ``testbed.owner_start``) so ``cleanup()`` never removes the container of a
-  run still going.
-- Ready = a real client round trip through the adapter (``connect`` + ``server_impl``). A container
-  that exits meanwhile fails the launch with the last lines of its log.
+- Configuration: the local recipe's own plan (``container_spec``), run with ``Context.where = "docker"``
+  and a folder inside the container (its working directory): a plan that is one command runs as the
+  container's entry point; otherwise one shell script makes the folders, writes the config files, runs
+  the steps, starts the helpers (waiting for each), then ``exec``s the server, with the plan's
+  environment either way.
+- Labels ``testbed=1``, ``testbed.run_id=<run id>``, ``testbed.broker`` (the image key), and the owner
+  process (``testbed.owner_pid`` + ``testbed.owner_start``) so ``cleanup()`` never removes the container
+  of a run still going.
+- Ready = a real client round trip (the recipe's probe, else the adapter's ``connect`` +
+  ``server_impl``). A container that exits meanwhile fails the launch with the last lines of its log.
 - Limits: ``--broker-cpus`` -> cpuset, ``--broker-memory`` -> memory limit (and no swap).
 - ``sample()``: one-shot container stats -> ``broker_cpu_pct`` (percent of one core, from the cgroup's
   CPU time between two samples, as psutil reports local brokers) and ``broker_rss_mb`` (RSS of the
   cgroup; cache excluded).
-- Stop: the container's log is saved into the run folder as ``broker-<broker>.log``, then the
-  container is removed (killed: its data is throw-away). On errors, Ctrl-C and at interpreter exit too.
+- Stop: the container's log is saved into the run folder as ``broker-<name>.log``, then the container
+  is removed (killed: its data is throw-away). On errors, Ctrl-C and at interpreter exit too.
 """
 from __future__ import annotations
 
@@ -29,18 +31,22 @@ import atexit
 import os
 import re
 import secrets
+import shlex
 import threading
 import time
 
 import brokers
 from brokers.base import Endpoint
+from brokers.spec import Context
 from testbed.config import RunConfig
 from testbed.errors import BrokerError, ConfigError
-from testbed.launchers import docker_engine, docker_images
-from testbed.launchers.base import BrokerHandle, free_port, port_in_use
+from testbed.launchers import engine, images
+from testbed.launchers.base import BrokerHandle, ReadyProbe, free_port, impl_string, port_facts, port_in_use
+from testbed.launchers.limits import parse_cpus
 
 LABEL = "testbed"
-START_TIMEOUT_S = {"redis": 30.0, "rabbitmq": 90.0, "kafka": 90.0}
+#: a container start takes longer than the local process's (image layers, the container's own set-up)
+START_TIMEOUT_FACTOR = 1.5
 PROBE_TIMEOUT_S = 3.0
 
 _answers: bool | None = None
@@ -50,7 +56,7 @@ def engine_answers() -> bool:
     """True when a Docker engine answers (cached for the process: auto resolution asks it per run)."""
     global _answers
     if _answers is None:
-        _answers = docker_engine.find() is not None
+        _answers = engine.find() is not None
     return _answers
 
 
@@ -64,70 +70,48 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
-def kafka_env(port: int, controller_port: int, heap: str) -> dict:
-    """kafka_dist's server.properties as the ``KAFKA_*`` variables both kafka images read."""
-    from testbed.launchers import kafka_dist
-    env = {"CLUSTER_ID": kafka_dist.new_cluster_id(),
-           "KAFKA_HEAP_OPTS": f"-Xms{heap} -Xmx{heap}"}
-    props = kafka_dist.server_properties(port, controller_port, "/tmp/kraft-combined-logs")
-    for line in props.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep or line.startswith("#"):
-            continue
-        name = key.strip().replace("_", "__").replace("-", "___").replace(".", "_").upper()
-        env[f"KAFKA_{name}"] = value.strip()
-    return env
+def _impl(cfg: RunConfig):
+    spec = brokers.spec(cfg.broker)
+    return spec, spec.impl(cfg.broker_impl)
 
 
-def container_spec(cfg: RunConfig, spec: docker_images.ImageSpec) -> tuple[dict, str, int]:
-    """(keyword arguments for ``containers.run`` except image and labels, endpoint URL, main port)."""
-    if spec.key == "redis":
-        (port,) = _ports(1)
-        cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",
-               "--save", "", "--appendonly", "no", "--daemonize", "no", "--databases", "1"]
-        return {"command": cmd}, f"redis://127.0.0.1:{port}/0", port
-    if spec.key == "rabbitmq":
-        port, dist_port, epmd_port = _ports(3)
-        home = "/tmp/testbed-rabbitmq"
-        env = {
-            "HOME": home, "ERL_EPMD_PORT": str(epmd_port), "ERL_EPMD_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODENAME": f"testbed-{secrets.token_hex(4)}@localhost", "RABBITMQ_USE_LONGNAME": "false",
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(port),
-            "RABBITMQ_DIST_PORT": str(dist_port),
-            "RABBITMQ_MNESIA_BASE": f"{home}/mnesia", "RABBITMQ_LOG_BASE": f"{home}/log", "RABBITMQ_LOGS": "-",
-            "RABBITMQ_CONFIG_FILE": f"{home}/rabbitmq.conf", "RABBITMQ_CONFIG_FILES": f"{home}/conf.d",
-            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{home}/enabled_plugins",
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-        }
-        from testbed.launchers.local_rabbitmq import CONFIG
-        conf = CONFIG.format(port=port)
-        script = (f"mkdir -p {home}/conf.d {home}/mnesia {home}/log && cat > {home}/rabbitmq.conf <<'EOF'\n"
-                  f"{conf}EOF\necho '[].' > {home}/enabled_plugins && exec rabbitmq-server")
-        return {"command": ["sh", "-c", script], "environment": env}, \
-            f"amqp://guest:guest@127.0.0.1:{port}/%2F", port
-    if spec.key == "kafka":
-        from testbed.launchers import kafka_dist
-        heap = kafka_dist.check_heap(cfg.broker_heap)
-        port, controller_port = _ports(2)
-        return {"environment": kafka_env(port, controller_port, heap)}, f"kafka://127.0.0.1:{port}", port
-    if spec.key == "kafka-tansu":
-        (port,) = _ports(1)
-        listen = f"tcp://127.0.0.1:{port}"
-        # the local launcher's configuration: the memory engine (the only solid one in this build)
-        cmd = ["broker", "--listener-url", listen, "--advertised-listener-url", listen,
-               "--storage-engine", "memory://tansu/", "--cluster-id", f"testbed-{secrets.token_hex(4)}"]
-        return {"command": cmd, "environment": {"RUST_LOG": os.environ.get("TESTBED_TANSU_LOG", "warn")}}, \
-            f"kafka://127.0.0.1:{port}", port
-    raise ConfigError(f"--launcher docker cannot start {spec.key!r}")
+def container_spec(cfg: RunConfig, image: images.ImageSpec) -> tuple[dict, str, int]:
+    """(keyword arguments for ``containers.run`` except image and labels, endpoint URL, main port),
+    from the implementation's local recipe."""
+    spec, impl = _impl(cfg)
+    recipe = impl.local
+    if recipe is None:
+        raise ConfigError(f"--launcher docker cannot start {image.key!r}: its spec has no recipe")
+    ports = dict(zip(recipe.ports, _ports(len(recipe.ports))))
+    binaries = {b.name: b.in_container() for b in (recipe.server, *recipe.helpers)}
+    folder = f"/tmp/testbed-{recipe.server.name}"
+    plan = recipe.plan(Context("docker", folder, ports, binaries, cfg, ""))
+    kwargs = {"environment": dict(plan.env)} if plan.env else {}
+    kwargs["working_dir"] = folder  # the engine makes it: the local launcher's private folder
+    if not (plan.files or plan.dirs or plan.steps or plan.helpers):  # one command: no shell needed
+        kwargs.update(entrypoint=[plan.argv[0]], command=list(plan.argv[1:]))
+    elif image.scratch:
+        raise ConfigError(f"image {image.local} has no shell: its plan can only be one command")
+    else:
+        kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script(plan, folder)])
+    kwargs["_facts"] = {**port_facts(ports), **plan.facts}
+    return kwargs, recipe.url.format(**ports), ports[recipe.ports[0]]
 
 
-def impl_of(spec: docker_images.ImageSpec) -> str:
-    """What the container runs, as broker_impl says it (the kafka adapter picks tansu's defaults by it)."""
-    if spec.key == "kafka":
-        return f"apache-kafka {spec.upstream}"
-    if spec.key == "kafka-tansu":
-        return f"tansu {spec.upstream} (kafka protocol)"
-    return ""  # redis and rabbitmq say it themselves, asked by the adapter
+def script(plan, folder: str) -> str:
+    """The plan as one POSIX shell script: folders, files, steps, helpers (each waited for), server."""
+    q = shlex.quote
+    lines = ["set -e", f"mkdir -p {q(folder)}", f"cd {q(folder)}"]
+    lines += [f"mkdir -p {q(os.path.join(folder, d))}" for d in plan.dirs]
+    lines += [f"printf '%s' {q(text)} > {q(os.path.join(folder, rel))}" for rel, text in plan.files.items()]
+    lines += [" ".join(map(q, step.argv)) for step in plan.steps]
+    for h in plan.helpers:
+        env = " ".join(f"{k}={q(v)}" for k, v in h.env.items())
+        prefix = f"env {env} " if env else ""
+        lines.append(f"{prefix}{' '.join(map(q, h.argv))} &")
+        lines.append(f"until {prefix}{' '.join(map(q, h.ready_argv))} >/dev/null 2>&1; do sleep 0.1; done")
+    lines.append("exec " + " ".join(map(q, plan.argv)))
+    return "\n".join(lines) + "\n"
 
 
 # -- the handle ------------------------------------------------------------------------------------
@@ -170,6 +154,23 @@ class DockerHandle(BrokerHandle):
         if rss is not None:
             out["broker_rss_mb"] = round(rss / 2**20, 1)
         return out
+
+    def pids(self) -> list[int]:
+        try:
+            self.container.reload()
+            pid = self.container.attrs.get("State", {}).get("Pid")
+        except Exception:  # noqa: BLE001 - gone
+            return []
+        return [pid] if pid else []
+
+    def signal(self, sig: int) -> None:
+        self.container.kill(signal=int(sig))
+
+    def pause(self) -> None:
+        self.container.pause()
+
+    def resume(self) -> None:
+        self.container.unpause()
 
     def stop(self) -> None:
         with self._lock:
@@ -236,34 +237,40 @@ def _mem_limit(text: str) -> str:
 
 def launch(cfg: RunConfig, run_id: str, run_dir: str) -> DockerHandle:
     import docker
-    spec = docker_images.spec_for(cfg.broker, cfg.broker_impl)
+    spec, impl = _impl(cfg)
+    image_spec = images.spec_for(cfg.broker, cfg.broker_impl)
+    if impl.check is not None:
+        impl.check(cfg)  # bad input fails before anything starts
     limits = {}
     if cfg.broker_cpus:
-        from testbed.launchers.local_limits import parse_cpus
-        parse_cpus(cfg.broker_cpus)  # bad input fails before anything starts
+        parse_cpus(cfg.broker_cpus)
         limits["cpuset_cpus"] = cfg.broker_cpus
     if cfg.broker_memory:
         limits["mem_limit"] = _mem_limit(cfg.broker_memory)
         limits["memswap_limit"] = limits["mem_limit"]
-    client = docker_engine.client()
-    host, version = docker_engine.find()
+    client = engine.client()
+    host, version = engine.find()
     say = lambda line: print(line, file=__import__("sys").stderr, flush=True)  # noqa: E731
-    image, image_id = docker_images.ensure(client, spec, cfg.no_build, progress=say)
-    kwargs, url, port = container_spec(cfg, spec)
+    image, image_id = images.ensure(client, image_spec, cfg.no_build, progress=say)
+    kwargs, url, port = container_spec(cfg, image_spec)
+    facts = kwargs.pop("_facts", {})
     if port_in_use(port):
-        raise BrokerError(f"port {port} on 127.0.0.1 is in use: cannot start {spec.key} there")
-    name = f"testbed-{re.sub(r'[^A-Za-z0-9_.-]', '-', run_id)}-{spec.key}-{secrets.token_hex(2)}"
-    labels = {LABEL: "1", "testbed.run_id": run_id, "testbed.broker": spec.key, **_owner_labels()}
-    log_path = os.path.join(run_dir, f"broker-{cfg.broker}.log")
+        raise BrokerError(f"port {port} on 127.0.0.1 is in use: cannot start {image_spec.key} there")
+    name = f"testbed-{re.sub(r'[^A-Za-z0-9_.-]', '-', run_id)}-{image_spec.key}-{secrets.token_hex(2)}"
+    labels = {LABEL: "1", "testbed.run_id": run_id, "testbed.broker": image_spec.key, **_owner_labels()}
+    log_name = impl.local.server.name if impl.local else cfg.broker
+    log_path = os.path.join(run_dir, f"broker-{log_name}.log")
     container = None
     try:
         container = client.containers.run(image, detach=True, name=name, labels=labels, network_mode="host",
                                           **kwargs, **limits)
         extra = {"engine": host, "engine_version": version, "image": image, "image_id": image_id,
-                 "container": name, "container_id": container.id, "port": port, "log": log_path}
+                 "container": name, "container_id": container.id, **facts, "port": port, "log": log_path}
         if limits:
             extra["limits"] = {k: v for k, v in limits.items() if k != "memswap_limit"}
-        impl = _wait_ready(container, cfg, url, impl_of(spec), START_TIMEOUT_S.get(cfg.broker, 60.0))
+        timeout = (impl.local.start_timeout_s if impl.local else 40.0) * START_TIMEOUT_FACTOR
+        answer = _wait_ready(container, cfg, spec, impl, url, timeout)
+        label = impl_string(impl, impl.local, answer, "", _logs(container) if impl.local and impl.local.version else "")
     except docker.errors.APIError as exc:
         if container is not None:
             _remove(container, log_path)
@@ -273,17 +280,22 @@ def launch(cfg: RunConfig, run_id: str, run_dir: str) -> DockerHandle:
         if container is not None:
             _remove(container, log_path)
         raise
-    ep = Endpoint(cfg.broker, url, cfg.broker_opt, impl, "docker", extra)
+    ep = Endpoint(cfg.broker, url, cfg.broker_opt, label, "docker", extra)
     return DockerHandle(ep, client, container, log_path)
 
 
-def _wait_ready(container, cfg: RunConfig, url: str, impl: str, timeout_s: float) -> str:
-    """Until the adapter's real round trip works (Kafka: also a produced message acknowledged, the
-    local launcher's check): the server's implementation string."""
-    cls = brokers.get(cfg.broker)
+def _logs(container) -> str:
+    try:
+        return container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - no log: the pinned version stands
+        return ""
+
+
+def _wait_ready(container, cfg: RunConfig, spec, impl, url: str, timeout_s: float) -> str:
+    """Until a real round trip works (the recipe's probe, else the adapter's): what answers."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
-    kafka_probe = _kafka_probe(url, impl) if cfg.broker == "kafka" else None
+    probe = ReadyProbe(spec, impl.local, url, impl.impl_label(), "docker", PROBE_TIMEOUT_S)
     try:
         while time.monotonic() < deadline:
             container.reload()
@@ -292,36 +304,17 @@ def _wait_ready(container, cfg: RunConfig, url: str, impl: str, timeout_s: float
                 raise BrokerError(f"{cfg.broker} container {container.name} exited during start-up (code {code}); "
                                   f"last log lines: {_log_tail(container)}")
             try:
-                b = cls(Endpoint(cfg.broker, url, {}, impl, "docker"))
-                b.connect(PROBE_TIMEOUT_S)
-                try:
-                    answer = b.server_impl()
-                finally:
-                    b.close()
-                if kafka_probe is not None:
-                    kafka_probe()
+                answer = probe()
                 container.reload()  # the answer came from our container, not something else on the port
                 if container.status == "running":
                     return answer
-            except BrokerError as exc:
-                last = exc
             except Exception as exc:  # noqa: BLE001 - not ready yet
                 last = exc
             time.sleep(0.25)
     finally:
-        if kafka_probe is not None:
-            kafka_probe.close()
+        probe.close()
     raise BrokerError(f"{cfg.broker} container {container.name} did not become ready within {timeout_s:g}s: "
                       f"{' '.join(str(last).split())[:200]}; last log lines: {_log_tail(container)}")
-
-
-def _kafka_probe(url: str, impl: str):
-    """The local Kafka launcher's round trip (a topic created, a message acknowledged), where it exists."""
-    try:
-        from testbed.launchers.local_kafka import _RoundTrip
-    except ImportError:
-        return None
-    return _RoundTrip(url, impl)
 
 
 # -- cleanup ---------------------------------------------------------------------------------------
@@ -339,7 +332,7 @@ def cleanup(include_live: bool = False) -> list[str]:
     also those of runs still going)."""
     if not engine_answers():
         return ["no engine answers: nothing to clean"]
-    client = docker_engine.client()
+    client = engine.client()
     lines = []
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
         labels = c.labels or {}

@@ -1,7 +1,7 @@
-"""Embedded brokers: nothing to start. inproc is a queue in this process; zeromq binds a free port."""
+"""Embedded transports: nothing to start. The spec's ``Embedded`` says what a run's endpoint is (an
+in-process queue named after the run, or a free 127.0.0.1 port stage A binds); a ``--broker-url`` is
+taken where the spec lists its schemes (the launcher is then called external)."""
 from __future__ import annotations
-
-import sys
 
 from brokers.base import Endpoint
 from testbed.config import RunConfig
@@ -9,13 +9,16 @@ from testbed.errors import ConfigError
 from testbed.launchers.base import BrokerHandle, free_port
 
 
-def launch(cfg: RunConfig, run_id: str) -> BrokerHandle:
-    if cfg.broker != "zeromq":  # the in-process queue (or a test's variant of it)
-        impl = f"queue.SimpleQueue (python {sys.version.split()[0]})"
-        return BrokerHandle(Endpoint(cfg.broker, f"inproc://{run_id}", cfg.broker_opt, impl, "embedded"))
-    import zmq
-    url = cfg.broker_url or f"tcp://127.0.0.1:{free_port()}"
-    if not (url.startswith("tcp://") or url.startswith("ipc://")):
-        raise ConfigError(f"--broker-url {url!r} is not allowed for zeromq: use tcp://HOST:PORT or ipc://PATH")
-    impl = f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()})"
-    return BrokerHandle(Endpoint("zeromq", url, cfg.broker_opt, impl, "external" if cfg.broker_url else "embedded"))
+def launch(cfg: RunConfig, run_id: str, spec) -> BrokerHandle:
+    emb = spec.embedded
+    if emb is None:
+        raise ConfigError(f"broker {spec.name!r} needs no server but declares no embedded endpoint")
+    if cfg.broker_url and emb.url_schemes:
+        if not cfg.broker_url.startswith(emb.url_schemes):
+            raise ConfigError(f"--broker-url {cfg.broker_url!r} is not allowed for {spec.name}: "
+                              f"use {spec.url_form or ' or '.join(emb.url_schemes)}")
+        url, launcher = cfg.broker_url, "external"
+    else:
+        url = emb.url.format(run_id=run_id, port=free_port() if "{port}" in emb.url else 0)
+        launcher = "embedded"
+    return BrokerHandle(Endpoint(cfg.broker, url, cfg.broker_opt, emb.impl(), launcher))

@@ -7,7 +7,7 @@ An experiment file declares a grid; every combination of the grid's values is on
     description: ...                # optional
     repetitions: 2                  # optional, default 1; repetition k runs with seed + k
     grid:                           # key -> non-empty list of values; the product is run
-      broker: [inproc, zeromq]
+      broker: [NAME, NAME]          # names from brokers.names()
       message_bytes: [1024, 153600]
       consumer_capacity: [0.8, 1.0, 1.2]
     fixed:                          # key -> one value, the same in every run
@@ -47,13 +47,11 @@ import yaml
 import brokers
 from testbed.config import FIELDS, RunConfig, validate
 from testbed.errors import ConfigError
+from testbed.orchestration.campaign import BROKER_KEYS, broker_key
 
 TOP_KEYS = ("name", "description", "repetitions", "grid", "fixed")
 DERIVED = ("consumer_capacity", "consumer_load")
 RUN_KEYS = tuple(k for k in FIELDS if k != "out") + DERIVED
-#: Fields that define the broker a block of runs shares (started once per block).
-BROKER_KEYS = ("broker", "broker_impl", "launcher", "broker_url", "broker_opt", "broker_cpus",
-               "broker_memory", "broker_heap", "no_build", "connect_timeout")
 #: Short names for run folder names (keys not listed keep their own name).
 ALIAS = {"rate": "r", "message_bytes": "b", "fanout": "f", "replicas": "x", "consumer_capacity": "cap",
          "consumer_load": "rho", "producer_rate": "pa", "consumer_rate": "cb", "image_size": "img",
@@ -212,7 +210,7 @@ def _section(data: dict, name: str, where: _Where, is_grid: bool) -> dict:
             if name in data:
                 raise where.error((name,), "is empty: give at least one key with a list of values")
             raise ConfigError(f"{where.path}: no 'grid' mapping: declare at least one key with a list of values, "
-                              "e.g. grid: {broker: [inproc, zeromq]}")
+                              f"e.g. grid: {{broker: [{', '.join(brokers.names()[:2])}]}}")
         return {}
     if not isinstance(raw, dict):
         raise where.error((name,), f"must be a mapping of key: {'[values]' if is_grid else 'value'}, "
@@ -380,7 +378,7 @@ def expand(sweep: Sweep, where: _Where) -> list[Point]:
             at = _where_value(sweep, key, values.get(key)) if key in values else ()
             point = ", ".join(f"{k}={_fmt(v)}" for k, v in combo.items())
             raise where.error(at, f"{msg} (grid point {point})") from None
-        block = tuple((k, _fmt(getattr(cfg, k))) for k in BROKER_KEYS)
+        block = broker_key(cfg)
         blocks.setdefault(block, []).append({"cfg": cfg, "combo": combo})
     points = []
     for block, entries in blocks.items():

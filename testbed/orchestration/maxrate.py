@@ -10,9 +10,11 @@ Like MLPerf LoadGen's peak-performance search: a rate *passes* when its run comp
    (relative) or ``--max-probes`` runs are spent.
 
 The answer is the highest rate that passed. Every probe is a full run (warm-up, duration, drain) with its
-own folder under the search folder; ``maxrate.csv`` lists them. The broker is started once for the whole
-search. A probe that fails with an error (not a verdict) stops the search: a broken broker must not be
-read as "too slow".
+own folder under the search folder; ``maxrate.csv`` lists them with each probe's ``limited_by`` (which
+part was the bottleneck: stage A, stage B, the broker or the harness itself), so the harness's own ceiling
+is never read as the broker's. The broker is started once for the whole search (a campaign,
+testbed/orchestration/campaign.py). A probe that fails with an error (not a verdict) stops the search: a
+broken broker must not be read as "too slow".
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from testbed.analysis import report
 from testbed.config import RunConfig
 from testbed.errors import ConfigError, TestbedError
+from testbed.orchestration.campaign import Campaign
 
 DEFAULT_SLO_MS = 50.0
 DEFAULT_MIN_RATE = 1.0
@@ -33,7 +36,8 @@ DEFAULT_MAX_RATE = 1000.0
 DEFAULT_MAX_PROBES = 12
 DEFAULT_TOLERANCE = 0.05
 COLUMNS = ["probe", "rate", "offered_msgs", "passed", "reason", "stable", "e2e_p99_ms", "throughput_out",
-           "backlog_growth", "lost", "run_dir"]
+           "backlog_growth", "lost", "limited_by", "run_dir"]
+BROKER_LOGS = "_broker"
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Outcome:
     message: str
     probes: list = field(default_factory=list)
     out: str = ""
+    limited_by: str = ""          # the summary's limited_by at the rate found ("" if not known)
 
 
 def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
@@ -82,40 +87,40 @@ def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
 
 def find(cfg: RunConfig, search: Search, out: str, live=None) -> Outcome:
     """Run the search; every probe writes a run folder under ``out``; maxrate.csv lists them."""
-    from testbed.launchers import launch
-    from testbed.orchestration.execute import execute
     search.check()
     os.makedirs(out, exist_ok=True)
     probes: list[dict] = []
-    handle = launch(cfg, f"maxrate-{cfg.broker}-{secrets.token_hex(2)}", os.path.join(out, "_broker"))
+    with Campaign(os.path.join(out, BROKER_LOGS), "maxrate") as camp:
 
-    def probe(rate: float) -> bool:
-        n = len(probes) + 1
-        pcfg = dataclasses.replace(cfg, rate=round(rate, 3), broker_opt=dict(cfg.broker_opt))
-        pcfg.out = os.path.join(out, f"probe-{n:02d}-rate{pcfg.rate:g}")
-        if live:
-            live.start_run(f"probe {n}: {pcfg.rate:g} frames/s", pcfg.duration + pcfg.drain)
-        try:
-            res = execute(pcfg, progress=live.tick if live else None,
-                          run_id=f"maxrate-{n:02d}-{secrets.token_hex(2)}", broker_handle=handle)
-        finally:
+        def probe(rate: float) -> bool:
+            n = len(probes) + 1
+            pcfg = dataclasses.replace(cfg, rate=round(rate, 3), broker_opt=dict(cfg.broker_opt))
+            pcfg.out = os.path.join(out, f"probe-{n:02d}-rate{pcfg.rate:g}")
             if live:
-                live.end_run()
-        s = res.summary
-        ok, why = verdict(s, search.slo_p99_ms)
-        probes.append({"probe": n, "rate": pcfg.rate, "offered_msgs": round(pcfg.offered_message_rate, 3),
-                       "passed": ok, "reason": why, "stable": s.get("stable"), "e2e_p99_ms": s.get("e2e_p99_ms"),
-                       "throughput_out": s.get("throughput_out"), "backlog_growth": s.get("backlog_growth"),
-                       "lost": s.get("lost"), "run_dir": res.run_dir})
-        report.write_csv(os.path.join(out, "maxrate.csv"), probes, COLUMNS)
-        if live:
-            live.log(f"probe {n}: {pcfg.rate:g} frames/s -> {'pass' if ok else 'FAIL'} ({why})")
-        return ok
+                live.start_run(f"probe {n}: {pcfg.rate:g} frames/s", pcfg.duration + pcfg.drain)
+            try:
+                res = camp.run(pcfg, run_id=f"maxrate-{n:02d}-{secrets.token_hex(2)}",
+                               progress=live.tick if live else None)
+            finally:
+                if live:
+                    live.end_run()
+            s = res.summary
+            ok, why = verdict(s, search.slo_p99_ms)
+            probes.append({"probe": n, "rate": pcfg.rate, "offered_msgs": round(pcfg.offered_message_rate, 3),
+                           "passed": ok, "reason": why, "stable": s.get("stable"),
+                           "e2e_p99_ms": s.get("e2e_p99_ms"), "throughput_out": s.get("throughput_out"),
+                           "backlog_growth": s.get("backlog_growth"), "lost": s.get("lost"),
+                           "limited_by": s.get("limited_by") or "", "run_dir": res.run_dir})
+            report.write_csv(os.path.join(out, "maxrate.csv"), probes, COLUMNS)
+            if live:
+                limit = f"; limited by {probes[-1]['limited_by']}" if probes[-1]["limited_by"] else ""
+                live.log(f"probe {n}: {pcfg.rate:g} frames/s -> {'pass' if ok else 'FAIL'} ({why}{limit})")
+            return ok
 
-    try:
-        return _search(probe, search, probes, out)
-    finally:
-        handle.stop()
+        outcome = _search(probe, search, probes, out)
+    outcome.limited_by = next((p.get("limited_by") or "" for p in probes if p["passed"] and p["rate"] == outcome.rate),
+                              "")
+    return outcome
 
 
 def _search(probe, search: Search, probes: list, out: str) -> Outcome:
@@ -161,11 +166,12 @@ def table(outcome: Outcome, cfg: RunConfig, slo_ms: float):
                     f"(fan-out mean {cfg.fanout_dist.mean:g} msgs/frame)")
     for c, j in (("probe", "right"), ("rate frames/s", "right"), ("offered msg/s", "right"),
                  ("result", "left"), ("p99 ms", "right"), ("out msg/s", "right"), ("backlog growth msg/s", "right"),
-                 ("why", "left")):
+                 ("limited by", "left"), ("why", "left")):
         t.add_column(c, justify=j)
     for p in outcome.probes:
         t.add_row(str(p["probe"]), f"{p['rate']:g}", f"{p['offered_msgs']:g}", "pass" if p["passed"] else "FAIL",
-                  _f(p["e2e_p99_ms"]), _f(p["throughput_out"], 1), _f(p["backlog_growth"], 1), p["reason"])
+                  _f(p["e2e_p99_ms"]), _f(p["throughput_out"], 1), _f(p["backlog_growth"], 1),
+                  p.get("limited_by") or "-", p["reason"])
     return t
 
 
@@ -194,8 +200,9 @@ def main_branch(cfg: RunConfig, search: Search, quiet: bool) -> int:
         console = Console(width=160)
     console.print(table(outcome, cfg, search.slo_p99_ms))
     if outcome.rate is not None:
-        console.print(f"{outcome.message}; {outcome.rate * cfg.fanout_dist.mean:g} msg/s offered to the broker",
-                      highlight=False)
+        limit = f"; limited by {outcome.limited_by}" if outcome.limited_by else ""
+        console.print(f"{outcome.message}; {outcome.rate * cfg.fanout_dist.mean:g} msg/s offered to the broker"
+                      f"{limit}", highlight=False)
     else:
         console.print(outcome.message, highlight=False)
     console.print(f"{len(outcome.probes)} runs; results in {out} (maxrate.csv)", highlight=False)

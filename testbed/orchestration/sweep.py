@@ -1,13 +1,14 @@
 """``python -m testbed.sweep FILE.yaml --out DIR``: run every point of an experiment grid, unattended.
 
     python -m testbed.sweep experiments/broker_compare.yaml --out results/broker_compare
-    python -m testbed.sweep experiments/smoke.yaml --out /tmp/smoke --brokers inproc,zeromq --set duration=3
+    python -m testbed.sweep experiments/smoke.yaml --out /tmp/smoke --brokers NAME,NAME --set duration=3
     python -m testbed.sweep experiments/broker_compare.yaml --out results/x --dry-run
 
 The file is checked in full before anything starts (testbed/orchestration/grid.py). Runs that share a broker form a
-block: the broker is started once for the block (``testbed.launchers.launch``), every run of the block
-uses it, and it is stopped at the end of the block, on an error and on Ctrl-C. A run that fails is
-recorded and the broker is restarted for the rest of its block (a failure may have been the broker's).
+block (consecutive runs); the sweep's campaign (testbed/orchestration/campaign.py) starts the broker once
+for the block, every run of the block uses it, and it is stopped when the next block needs another one,
+at the end, on an error and on Ctrl-C. A run that fails is recorded and the broker is restarted for the
+rest of its block (a failure may have been the broker's).
 
 Resumable: each run writes ``DIR/<name>/`` where the name is made of the point's grid values, the
 repetition and a hash of its full configuration (so an edited file never reuses old results). Run the
@@ -34,8 +35,9 @@ import sys
 import time
 
 from testbed.orchestration import grid
+from testbed.orchestration.campaign import Campaign
 from testbed.analysis import report
-from testbed.errors import BrokerError, ConfigError, TestbedError
+from testbed.errors import ConfigError, TestbedError
 
 ASIDE = "_incomplete"
 BROKER_LOGS = "_brokers"
@@ -98,84 +100,52 @@ class SweepRunner:
             text = src.read()
         with open(os.path.join(self.out, "sweep.yaml"), "w", encoding="utf-8") as fh:
             fh.write(text)
-        blocks: list[list[grid.Point]] = []
-        for p in self.sweep.points:
-            if blocks and blocks[-1][0].block == p.block:
-                blocks[-1].append(p)
-            else:
-                blocks.append([p])
-        for i, block in enumerate(blocks):
-            todo = []
-            for p in block:
-                run_dir = os.path.join(self.out, p.name)
-                if run_complete(run_dir):
-                    self._record(p, "skipped (complete)", 0.0)
-                    live.end_run()
-                    continue
-                if os.path.exists(run_dir):
-                    dst = move_aside(self.out, p.name)
-                    live.log(f"redo {p.name}: the earlier attempt was incomplete (moved to {dst})")
-                todo.append(p)
-            if todo:
-                self._run_block(i, todo, live)
-        return 1 if self.failed else 0
-
-    def _launch(self, cfg, block_no: int):
-        from testbed.launchers import launch
-        run_id = f"sweep-{cfg.broker}-{block_no}-{secrets.token_hex(2)}"
-        return launch(cfg, run_id, os.path.join(self.out, BROKER_LOGS, run_id))
-
-    def _run_block(self, block_no: int, points: list[grid.Point], live) -> None:
-        from testbed.orchestration.execute import Interrupted as RunInterrupted
-        from testbed.orchestration.execute import execute
-        handle = None
-        launch_error = ""
         try:
-            for p in points:
-                t_start = time.monotonic()
-                live.start_run(p.name, p.cfg.duration + p.cfg.drain)
-                cfg = p.cfg
-                cfg.out = os.path.join(self.out, p.name)
-                try:
-                    if launch_error:  # the broker did not start for this block: do not wait again per run
-                        raise BrokerError(launch_error)
-                    if handle is None:
-                        live.tick(f"starting broker {cfg.broker}")
-                        try:
-                            handle = self._launch(cfg, block_no)
-                        except TestbedError as exc:
-                            launch_error = f"broker {cfg.broker} did not start: {str(exc).splitlines()[0]}"
-                            raise BrokerError(launch_error) from None
-                    self._mark(p, "running")
-                    result = execute(cfg, progress=live.tick, run_id=f"{p.name}-{secrets.token_hex(2)}",
-                                     broker_handle=handle)
-                    self._mark(p, "complete")
-                    self._record(p, "complete", time.monotonic() - t_start)
-                    s = result.summary
-                    live.log(f"done {p.name}: out {s.get('throughput_out', 0):.1f} msg/s, "
-                             f"p99 {_num(s.get('e2e_p99_ms'))} ms, "
-                             f"{'stable' if s.get('stable') else 'NOT stable'}, lost {s.get('lost')}")
-                except RunInterrupted:
-                    self._mark(p, "interrupted", "interrupted (Ctrl-C)")
-                    self._record(p, "interrupted", time.monotonic() - t_start, "interrupted (Ctrl-C)")
-                    raise Interrupted("interrupted: finished runs are kept; run the same command to resume") \
-                        from None
-                except TestbedError as exc:
-                    self.failed += 1
-                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    self._mark(p, "failed", msg)
-                    self._record(p, "failed", time.monotonic() - t_start, msg)
-                    live.log(f"FAILED {p.name}: {msg}")
-                    if handle is not None:  # the failure may have been the broker's: a fresh one
-                        handle.stop()
-                        handle = None
-                finally:
-                    live.end_run()
+            with Campaign(os.path.join(self.out, BROKER_LOGS), "sweep") as camp:
+                for p in self.sweep.points:
+                    run_dir = os.path.join(self.out, p.name)
+                    if run_complete(run_dir):
+                        self._record(p, "skipped (complete)", 0.0)
+                        live.end_run()
+                        continue
+                    if os.path.exists(run_dir):
+                        dst = move_aside(self.out, p.name)
+                        live.log(f"redo {p.name}: the earlier attempt was incomplete (moved to {dst})")
+                    self._run_point(camp, p, live)
         except KeyboardInterrupt:
             raise Interrupted("interrupted: finished runs are kept; run the same command to resume") from None
+        return 1 if self.failed else 0
+
+    def _run_point(self, camp: Campaign, p: grid.Point, live) -> None:
+        from testbed.orchestration.execute import Interrupted as RunInterrupted
+        t_start = time.monotonic()
+        live.start_run(p.name, p.cfg.duration + p.cfg.drain)
+        cfg = p.cfg
+        cfg.out = os.path.join(self.out, p.name)
+        try:
+            camp.broker(cfg, live.tick)  # started (or refused) before the run folder is marked running
+            self._mark(p, "running")
+            result = camp.run(cfg, run_id=f"{p.name}-{secrets.token_hex(2)}", progress=live.tick)
+            self._mark(p, "complete")
+            self._record(p, "complete", time.monotonic() - t_start)
+            s = result.summary
+            live.log(f"done {p.name}: out {s.get('throughput_out', 0):.1f} msg/s, "
+                     f"p99 {_num(s.get('e2e_p99_ms'))} ms, "
+                     f"{'stable' if s.get('stable') else 'NOT stable'}, lost {s.get('lost')}")
+        except RunInterrupted:
+            self._mark(p, "interrupted", "interrupted (Ctrl-C)")
+            self._record(p, "interrupted", time.monotonic() - t_start, "interrupted (Ctrl-C)")
+            raise Interrupted("interrupted: finished runs are kept; run the same command to resume") from None
+        except TestbedError as exc:
+            self.failed += 1
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._mark(p, "failed", msg)
+            self._record(p, "failed", time.monotonic() - t_start, msg)
+            live.log(f"FAILED {p.name}: {msg}")
+            if camp.handle is not None:  # the failure may have been the broker's: a fresh one
+                camp.reset()
         finally:
-            if handle is not None:
-                handle.stop()
+            live.end_run()
 
 
 def _num(v) -> str:

@@ -1,18 +1,17 @@
-"""The conformance suite against brokers the docker launcher starts (redis, rabbitmq, Apache Kafka).
+"""The conformance suite against brokers the docker launcher starts: every broker and implementation of
+the registry that has an image.
 
-The same config classes as the local ones (tests/conformance/test_<broker>.py), with
-``launcher = "docker"``: containers on the host network, from the official image if present, else the
-local image (built by make setup). Skips where no engine can be had; fails instead under
-``TESTBED_REQUIRE_DOCKER=1`` (CI). After each class, no container of this test process is left.
+The same cases as test_brokers.py with ``launcher = "docker"``: containers on the host network, from the
+official image if present, else the local image (built by make setup). Skips where no engine can be
+had; fails instead under ``TESTBED_REQUIRE_DOCKER=1`` (CI). After each class, no container of this test
+process is left.
 """
 import pytest
 
-import tests.conformance.test_kafka as kafka_tests
-import tests.conformance.test_rabbitmq as rabbitmq_tests
-import tests.conformance.test_redis as redis_tests
+import brokers
+from tests.conformance.suite import BrokerConformance, cases, class_name
 from tests.docker_required import engine_or_skip, our_containers
-from testbed.launchers import docker_images
-from testbed.launchers.versions import KAFKA_VERSION
+from testbed.launchers import images as docker_images
 
 
 class DockerLaunched:
@@ -28,7 +27,7 @@ class DockerLaunched:
 
     def test_runs_in_a_labelled_container(self, endpoint):
         """The broker answering is the container the launcher started, with the table's image."""
-        from testbed.launchers import docker_engine
+        from testbed.launchers import engine as docker_engine
         extra = endpoint.extra
         spec = docker_images.spec_for(self.broker, self.broker_impl)
         assert extra["image"] in (spec.official, spec.local)
@@ -40,17 +39,20 @@ class DockerLaunched:
         assert c.image.id == extra["image_id"]
         assert endpoint.launcher == "docker"
 
-
-class TestDockerRedis(DockerLaunched, redis_tests.TestRedis):
-    pass
-
-
-class TestDockerRabbitMQ(DockerLaunched, rabbitmq_tests.TestRabbitMQ):
-    pass
-
-
-class TestDockerApacheKafka(DockerLaunched, kafka_tests.TestApacheKafka):
     def test_runs_the_pinned_version(self, endpoint):
-        """Apache Kafka of the version pinned in versions.py (the local launcher's test reads a pid)."""
-        assert endpoint.impl == f"apache-kafka {KAFKA_VERSION}"
-        assert endpoint.extra["image"].endswith(KAFKA_VERSION) or f"-{KAFKA_VERSION}-" in endpoint.extra["image"]
+        """The image and what answers are the version the spec pins (the local launcher's test reads a pid)."""
+        image = docker_images.spec_for(self.broker, self.broker_impl)
+        impl = brokers.spec(self.broker).impl(self.broker_impl)
+        if impl.label:
+            assert endpoint.impl == impl.impl_label()
+        assert image.upstream in endpoint.impl, endpoint.impl
+        assert image.upstream in endpoint.extra["image"]
+
+
+for _broker, _impl in cases():
+    _spec = brokers.spec(_broker)
+    if not _spec.needs_server or _spec.impl(_impl).image is None:
+        continue
+    _name = class_name("TestDocker", _broker, _impl)
+    globals()[_name] = type(_name, (DockerLaunched, BrokerConformance),
+                            {"broker": _broker, "broker_impl": _impl, "__module__": __name__})

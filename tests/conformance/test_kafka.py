@@ -1,9 +1,6 @@
-"""Kafka in the conformance suite: Apache Kafka (the pinned version, local launcher) and tansu.
-
-Both run the same adapter (brokers/kafka.py). Shorter group timeouts than a real run's keep the
-redelivery test quick: a killed consumer's partitions move after ``session.timeout.ms`` (6 s), and a
-member hears of a rebalance at its next heartbeat (0.5 s).
-"""
+"""What only the kafka broker has, beyond the shared suite (test_brokers.py runs that for both of its
+implementations): Apache Kafka of the pinned version, topics with the partitions asked for, KIP-848; tansu's
+label, defaults and refusals. Both run the same adapter (brokers/kafka/adapter.py)."""
 import os
 import zipfile
 
@@ -13,25 +10,22 @@ import pytest
 import brokers
 from testbed.errors import ConfigError
 
-from tests.conformance.suite import BrokerConformance
-from testbed.launchers import free_port, kafka_dist
-from testbed.launchers.versions import KAFKA_SCALA, KAFKA_VERSION
+from brokers.kafka import dist
+from brokers.kafka.dist import KAFKA_SCALA, KAFKA_VERSION
+from tests.conformance.base import BrokerCase
 
 
-class TestApacheKafka(BrokerConformance):
+class TestApacheKafka(BrokerCase):
     broker = "kafka"
     launcher = "local"
     broker_impl = "apache"
-    options = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
-    redelivery_timeout_s = 30.0
-    dead_url = f"kafka://127.0.0.1:{free_port()}"
 
     def test_runs_the_pinned_version(self, endpoint):
-        """The broker the local launcher started is Apache Kafka of the version pinned in versions.py."""
+        """The broker the local launcher started is Apache Kafka of the version pinned in dist.py."""
         assert endpoint.impl == f"apache-kafka {KAFKA_VERSION}"
         cmdline = psutil.Process(endpoint.extra["pid"]).cmdline()
         classpath = cmdline[cmdline.index("-cp") + 1]
-        assert os.path.dirname(classpath) == kafka_dist.libs_dir(KAFKA_VERSION)
+        assert os.path.dirname(classpath) == dist.libs_dir(KAFKA_VERSION)
         assert os.path.isfile(os.path.join(os.path.dirname(classpath), f"kafka_{KAFKA_SCALA}-{KAFKA_VERSION}.jar"))
         jar = os.path.join(os.path.dirname(classpath), f"kafka-server-{KAFKA_VERSION}.jar")
         with zipfile.ZipFile(jar) as z:  # the version the server jar itself declares
@@ -39,7 +33,7 @@ class TestApacheKafka(BrokerConformance):
         assert f"version={KAFKA_VERSION}" in props.split()
         assert cmdline[-2] == "kafka.Kafka"
         with open(endpoint.extra["log"], errors="replace") as fh:  # and what the running broker logged
-            assert kafka_dist.version_from_log(fh.read()) == KAFKA_VERSION
+            assert dist.version_from_log(fh.read()) == KAFKA_VERSION
 
     def test_topic_gets_the_partitions_asked_for(self, endpoint):
         topic = self._topic(endpoint, 3)
@@ -47,26 +41,6 @@ class TestApacheKafka(BrokerConformance):
         md = b._admin.list_topics(topic, timeout=5)
         b.close()
         assert len(md.topics[topic].partitions) == 3
-
-    def test_backlog_is_consumer_lag(self, endpoint, topic):
-        """broker_backlog = high watermark - committed: 5 produced, 2 acked -> 3."""
-        c = self.consumer(endpoint, topic)
-        c.wait_assigned(60)
-        p = self.make(endpoint)
-        for i in range(5):
-            p.publish_envelope(topic, self.envelope(i))
-        p.flush()
-        got = []
-        while len(got) < 2:
-            got += c.receive(2 - len(got), 1.0)
-        c.ack(got)
-        c.close()  # close after an async commit: the commit is sent before the consumer leaves
-        admin = self.make(endpoint)
-        lag = admin.broker_backlog(topic, f"g-{topic}")
-        admin.close()
-        p.close()
-        assert lag == 3
-
 
     def test_kip848_consumer_protocol(self, endpoint, topic):
         """group.protocol=consumer (KIP-848: the broker assigns) works on Apache Kafka 4."""
@@ -84,17 +58,10 @@ class TestApacheKafka(BrokerConformance):
         assert got == list(range(20))
 
 
-class TestTansu(BrokerConformance):
+class TestTansu(BrokerCase):
     broker = "kafka"
     launcher = "local"
     broker_impl = "tansu"
-    options = {"heartbeat.interval.ms": "500"}  # session.timeout.ms=6000 is the adapter's tansu default
-    redelivery_timeout_s = 30.0
-    dead_url = f"kafka://127.0.0.1:{free_port()}"
-    # Every test of the suite passes on tansu in this configuration (memory engine, classic groups,
-    # session.timeout.ms=6000). Its known gaps lie outside the suite: see brokers/kafka.py's docstring;
-    # the ones the adapter meets are checked below.
-    known_gaps: dict = {}
 
     def test_label_and_backlog(self, endpoint, topic):
         assert endpoint.impl.startswith("tansu ") and endpoint.impl.endswith("(kafka protocol)")

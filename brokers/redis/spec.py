@@ -1,0 +1,36 @@
+"""Redis Streams: one stream per run, a consumer group, XACK after service (redis-py).
+
+Started as ``redis-server`` bound to 127.0.0.1 on a free port, working directory in a private folder,
+no snapshots and no append-only file: the run's data lives in memory and dies with the process.
+"""
+from __future__ import annotations
+
+from brokers.spec import Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan, Testing
+
+VERSION = "7.0.15"  # Debian 12's redis-server; the official image is pinned to the same
+
+
+def plan(ctx: Context) -> Plan:
+    return Plan(argv=[ctx.binaries["redis"], "--bind", "127.0.0.1", "--port", str(ctx.port),
+                      "--protected-mode", "yes", "--save", "", "--appendonly", "no", "--dir", ctx.dir,
+                      "--daemonize", "no", "--logfile", "", "--databases", "1", "--unixsocket", ""])
+
+
+SPEC = BrokerSpec(
+    name="redis",
+    summary="Redis Streams: a consumer group per run, XACK after service, dead consumers' entries claimed",
+    capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
+                              dispatch="shared", delivery=("at-least-once",)),
+    client="redis", extra="redis",
+    url_form="redis://[:PASSWORD@]HOST:PORT[/DB]",
+    impls=(Impl(
+        version=VERSION,
+        local=LocalRecipe(server=Binary("redis", "redis-server", "redis-server"), plan=plan,
+                          url="redis://127.0.0.1:{port}/0", start_timeout_s=20.0),
+        image=Image("redis", f"redis:{VERSION}", f"testbed/redis:{VERSION}-debian12", VERSION,
+                    ("redis-server",), "TESTBED_REDIS_IMAGE"),
+    ),),
+    # a dead consumer's entries are claimed after 1 s (the default, 30 s, suits real runs)
+    testing=Testing(options={"claim_idle_ms": "1000"}, redelivery_timeout_s=15.0,
+                    dead_url="redis://127.0.0.1:{port}/0"),
+)

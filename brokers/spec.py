@@ -1,0 +1,238 @@
+"""What a broker is, as data: the spec every broker folder declares in ``brokers/<name>/spec.py``.
+
+The launchers, the infra CLI, the docs tables and the conformance suite read only this; none of them
+names a broker. One recipe starts a broker both ways: the local launcher runs a ``Plan`` as private
+processes in a temporary folder, the docker launcher runs the same ``Plan`` (same argv, environment,
+config files, steps) inside a container built from ``Image``.
+
+    BrokerSpec      name, client package (pip extra), capabilities, implementations, test settings
+      Capabilities  needs_server, in_process, redelivers, competing_consumers, reports_backlog,
+                    dispatch (shared | round_robin | partition), delivery (at-most-once, at-least-once)
+      Embedded      transports with no server: the URL a run gets, the --broker-url schemes it takes
+      Impl          one implementation of the protocol (kafka: apache, tansu): label, pinned version,
+                    LocalRecipe, Image, capabilities where they differ
+        LocalRecipe   server binary (and helpers such as a private epmd), named free ports, URL,
+                      plan(ctx) -> Plan, readiness probe, version probe, start/stop timeouts
+        Image         official and local image names, how the local one is built
+      Testing       settings the conformance suite runs with (short timeouts, a dead URL, ...)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from testbed.errors import ConfigError
+
+DISPATCH = ("shared", "round_robin", "partition")
+DELIVERY = ("at-most-once", "at-least-once")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    needs_server: bool = True
+    in_process: bool = False
+    redelivers: bool = False
+    competing_consumers: bool = True
+    reports_backlog: bool = False
+    dispatch: str = "shared"
+    delivery: tuple[str, ...] = ("at-most-once",)
+
+    def __post_init__(self):
+        if self.dispatch not in DISPATCH:
+            raise ValueError(f"dispatch {self.dispatch!r}: use one of {', '.join(DISPATCH)}")
+        if not set(self.delivery) <= set(DELIVERY):
+            raise ValueError(f"delivery {self.delivery!r}: use {', '.join(DELIVERY)}")
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A program a recipe starts, and where it comes from (the error when it is missing says so)."""
+
+    name: str                 # short name: the log file is broker-<name>.log
+    path: str                 # on PATH, or an absolute path, on this machine
+    package: str              # what provides it (a Debian package name, or a PyPI wheel)
+    hint: str = ""            # how to install it; default: apt-get install <package>
+    container_path: str = ""  # the same program inside the image (default: basename of path)
+    find: Callable[[], str] | None = None  # where a lookup on PATH is not how it is found
+
+    def install_hint(self) -> str:
+        return self.hint or (f"install the Debian package {self.package!r} (apt-get install {self.package}) "
+                             "or run `make setup`")
+
+    def in_container(self) -> str:
+        return self.container_path or self.path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class Context:
+    """What a recipe's ``plan`` is given: where it runs and what was picked for it."""
+
+    where: str                 # "local" or "docker"
+    dir: str                   # private folder (local: a temporary folder; docker: one in the container)
+    ports: dict[str, int]      # the recipe's named ports, all free on 127.0.0.1
+    binaries: dict[str, str]   # Binary.name -> the program to run (resolved here, or in the image)
+    cfg: object                # the RunConfig (heap, ...)
+    run_id: str = ""
+    log: Callable[[str], None] = print  # progress lines (stderr)
+
+    @property
+    def port(self) -> int:
+        return next(iter(self.ports.values()))
+
+
+@dataclass
+class Step:
+    """A command run to completion before the server starts (e.g. formatting its storage)."""
+
+    name: str
+    argv: list[str]
+    timeout_s: float = 60.0
+
+
+@dataclass
+class Helper:
+    """A process started before the server and kept for its lifetime (e.g. a private epmd)."""
+
+    name: str
+    argv: list[str]
+    ready_argv: list[str]       # exits 0 once the helper serves (run until it does)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """One start of a broker: the same for a local process and a container."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)   # path relative to Context.dir -> text
+    dirs: tuple[str, ...] = ()                            # folders under Context.dir to create
+    steps: list[Step] = field(default_factory=list)
+    helpers: list[Helper] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)             # recorded in run.json's broker.launch
+    on_exit: Callable[[int | None], None] | None = None   # local: after the server exited (its code)
+
+
+@dataclass(frozen=True)
+class LocalRecipe:
+    server: Binary
+    plan: Callable[[Context], Plan]
+    url: str                                # e.g. "redis://127.0.0.1:{port}/0" (named ports)
+    ports: tuple[str, ...] = ("port",)      # the first is the one clients use
+    helpers: tuple[Binary, ...] = ()
+    #: extra readiness round trip (url, impl) -> callable returning the impl string, with close();
+    #: None: the adapter's own (connect + server_impl)
+    probe: Callable | None = None
+    #: (binary or "", log text) -> the version the server says it is, or "" (then the pinned one)
+    version: Callable[[str, str], str] | None = None
+    #: progress -> what it fetched: one-time downloads the recipe needs (`python -m testbed.brokers install`)
+    install: Callable[[Callable[[str], None]], str] | None = None
+    start_timeout_s: float = 30.0
+    stop_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Image:
+    """The image a container of this implementation runs, and how the local one is built."""
+
+    key: str                  # images table key (what `python -m testbed.brokers images` lists)
+    official: str             # pinned official image
+    local: str                # ours, built from Debian packages on the shared base (or FROM scratch)
+    upstream: str             # the version both run
+    packages: tuple[str, ...] = ()   # Debian packages of the local image
+    env_var: str = ""         # compose/ reads the image from this variable (default: the official one)
+    package_version: str = ""  # what apt must install (default: upstream)
+    post: str = ""            # shell appended to the install RUN line
+    #: fetch -> (Dockerfile lines after the install, {context path: bytes or a file to copy})
+    build: Callable[[bool], tuple[str, dict]] | None = None
+    scratch: bool = False     # FROM scratch (one static binary) instead of the Debian base
+
+
+@dataclass(frozen=True)
+class Testing:
+    """How the conformance suite runs this broker (shorter timeouts than a real run wants)."""
+
+    options: dict = field(default_factory=dict)   # --broker-opt values for every adapter the suite makes
+    redelivery_timeout_s: float = 30.0
+    dead_url: str = ""                             # "{port}": a free port where nothing listens
+    #: url -> the same url with a wrong password, where the broker has credentials
+    wrong_credentials: Callable[[str], str] | None = None
+    known_gaps: dict = field(default_factory=dict)  # test name -> reason (strict xfail)
+
+
+@dataclass(frozen=True)
+class Impl:
+    name: str = ""                  # --broker-impl value ("" where a broker has one implementation)
+    label: str = ""                 # broker_impl, "{version}" filled in; "" = what the server says
+    version: str = ""               # the pinned version
+    local: LocalRecipe | None = None
+    image: Image | None = None
+    capabilities: Capabilities | None = None   # where this implementation differs from the broker
+    testing: Testing | None = None
+    check: Callable[[object], None] | None = None  # cfg -> raise ConfigError before anything starts
+
+    def impl_label(self, version: str = "") -> str:
+        return self.label.format(version=version or self.version) if self.label else ""
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A transport with no server process: what a run's endpoint is."""
+
+    url: str                          # "{run_id}" and "{port}" (a free port) are filled in
+    impl: Callable[[], str]
+    url_schemes: tuple[str, ...] = ()  # --broker-url taken with these schemes (the launcher is then external)
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    name: str
+    summary: str
+    capabilities: Capabilities
+    client: str = ""                 # PyPI package of the client library
+    extra: str = ""                  # pip extra that installs it (pip install -e .[extra])
+    url_form: str = ""               # what --broker-url looks like
+    impls: tuple[Impl, ...] = ()
+    embedded: Embedded | None = None
+    testing: Testing = field(default_factory=Testing)
+    #: --broker-opt table; None: the adapter's own ``OPTIONS``
+    options: dict | None = None
+
+    @property
+    def needs_server(self) -> bool:
+        return self.capabilities.needs_server
+
+    def impl_names(self) -> list[str]:
+        return [i.name for i in self.impls if i.name]
+
+    def impl(self, name: str = "") -> Impl:
+        """The implementation ``--broker-impl name`` picks (the first one by default)."""
+        if not self.impls:
+            raise ConfigError(f"broker {self.name!r} needs no server: there is nothing to start")
+        name = (name or "").lower()
+        if not name or len(self.impls) == 1 and not self.impls[0].name:
+            return self.impls[0]
+        for impl in self.impls:
+            if impl.name == name:
+                return impl
+        raise ConfigError(f"--broker-impl {name!r} is not allowed for {self.name}: use one of "
+                          f"{', '.join(self.impl_names())}")
+
+    def caps(self, impl: str = "") -> Capabilities:
+        if self.impls:
+            own = self.impl(impl).capabilities
+            if own is not None:
+                return own
+        return self.capabilities
+
+    def testing_for(self, impl: str = "") -> Testing:
+        if self.impls:
+            own = self.impl(impl).testing
+            if own is not None:
+                return own
+        return self.testing
+
+
+def with_name(spec: BrokerSpec, name: str) -> BrokerSpec:
+    return replace(spec, name=name)
+
