@@ -11,8 +11,10 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -m testbed.run --broker inproc --duration 10 --out results/default-inproc-$$(date +%Y%m%d-%H%M%S)
-	$(PY) -m testbed.run --broker zeromq --duration 10 --out results/default-zeromq-$$(date +%Y%m%d-%H%M%S)
+	@set -e; dir=results/make-run-$$(date +%Y%m%d-%H%M%S); \
+	$(PY) -m testbed.run --broker inproc --duration 10 --out $$dir/inproc; \
+	$(PY) -m testbed.run --broker zeromq --duration 10 --out $$dir/zeromq; \
+	$(PY) -m testbed.compare $$dir --out $$dir/compare
 
 test: setup
 	@bash scripts/test.sh

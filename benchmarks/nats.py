@@ -13,7 +13,9 @@ measurement a fresh work-queue stream and one durable pull consumer with explici
 
 Raw side: nats-py's ordinary asyncio API, as its documentation shows it: ``js.publish`` (waits for the
 PubAck) or, with ``--publish async``, ``js.publish_async`` and ``publish_async_completed`` at the end;
-``pull_subscribe`` + ``fetch(--batch, timeout=0.05)`` + ``msg.ack()`` per message. Adapter side: the same
+``pull_subscribe`` + ``fetch(--batch, timeout=0.05)`` + ``msg.ack()`` per message. Both sides wait for
+each intended send time with ``time.sleep`` (asyncio's timers are up to a millisecond late); the raw
+async producer then yields once, so nats-py's flusher task sends the message at once. Adapter side: the same
 through ``brokers.nats.adapter.NatsBroker`` (``publish``, ``receive(--batch, 0.05)``, ``ack`` per batch)
 with ``publish=--publish``; no harness bookkeeping (benchmarks/brokers.py measures the harness).
 
@@ -55,6 +57,8 @@ def _raw_producer(url, topic, size, mode, seconds, rate, publish, start):
                 await js.publish(topic, data)
             else:
                 await js.publish_async(topic, data)
+                if mode != "max":  # the open-loop wait (time.sleep) blocks the loop: let the flusher
+                    await asyncio.sleep(0)  # task write this message now, not with the next one
         await js.publish(topic, END)
         if publish != "acked":
             await js.publish_async_completed()
@@ -64,7 +68,6 @@ def _raw_producer(url, topic, size, mode, seconds, rate, publish, start):
 
 def _raw_consumer(url, topic, mode, seconds, batch, conn):
     import nats
-    import nats.errors
 
     take, result = _taker(mode, seconds)
 
@@ -76,7 +79,7 @@ def _raw_consumer(url, topic, mode, seconds, batch, conn):
         while not take.end:
             try:
                 msgs = await sub.fetch(batch, timeout=0.05)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:  # nothing within the timeout (nats-py raises both kinds)
                 continue
             take([m.data for m in msgs])
             for m in msgs:

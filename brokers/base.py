@@ -91,6 +91,16 @@ class Broker(ABC):
     redelivers: ClassVar[bool] = False
     #: True where N competing consumers each get a share of one topic.
     competing_consumers: ClassVar[bool] = True
+    #: True where the client library reconnects by itself after a broker error (it keeps its queue of
+    #: unsent messages): a fault run keeps using it instead of making a new one.
+    reconnects_itself: ClassVar[bool] = False
+
+    @property
+    def acknowledged(self) -> bool:
+        """True when a ``publish`` that returned means the broker acknowledged the message (its reply,
+        confirm or PubAck, or, for an asynchronous client, no failure reported by ``flush``); false where
+        nothing acknowledges it (fire and forget)."""
+        return True
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -74,6 +74,9 @@ class Context:
     cfg: object                # the RunConfig (heap, ...)
     run_id: str = ""
     log: Callable[[str], None] = print  # progress lines (stderr)
+    #: named port -> the port clients must be told instead (a proxy in front of the broker): a broker
+    #: that advertises its own address (metadata after bootstrap) advertises this one
+    advertised: dict[str, int] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
@@ -197,6 +200,9 @@ class BrokerSpec:
     testing: Testing = field(default_factory=Testing)
     #: --broker-opt table; None: the adapter's own ``OPTIONS``
     options: dict | None = None
+    #: --delivery mode -> the --broker-opt values it sets (an explicit --broker-opt wins); server-side
+    #: settings a mode needs are in the recipe's plan (``ctx.cfg.delivery``)
+    delivery_options: dict = field(default_factory=dict)
 
     @property
     def needs_server(self) -> bool:

@@ -73,6 +73,10 @@ class RunConfig:
     out: str = ""
     no_trace: bool = False
     connect_timeout: float = 15.0
+    # faults (testbed/faults/): the schedule, as canonical fault strings
+    faults: list = field(default_factory=list)
+    consumer_restart_s: float = 1.0
+    delivery: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,6 +150,11 @@ HELP = {
     "out": "run folder to write (default results/<run_id>)",
     "no_trace": "do not write messages.csv (one row per message)",
     "connect_timeout": "seconds to wait for a broker to answer (default 15)",
+    "faults": "a fault during the run (repeatable), e.g. bounce-broker@10s:2s, pause-broker@10s:3s, "
+              "kill-consumer:0@20s, net-delay@10s:5s:20ms (docs/faults.md lists every kind)",
+    "consumer_restart_s": "seconds between kill-consumer and the replica's restart (default 1)",
+    "delivery": "delivery guarantee the broker is set up for: at-most-once or at-least-once "
+                "(default: the broker's own settings, as --broker-opt leaves them)",
 }
 
 CHOICES = {
@@ -165,7 +174,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML file with the same keys as the flags (flags override it)")
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        if f.type in (bool, "bool"):
+        if name == "faults":
+            parser.add_argument("--fault", dest="faults", action="append", metavar="FAULT", default=s,
+                                help=HELP[name])
+        elif f.type in (bool, "bool"):
             parser.add_argument(flag, action="store_true", default=s, help=HELP[name])
         elif name == "broker_opt":
             parser.add_argument(flag, action="append", metavar="KEY=VALUE", default=s, help=HELP[name])
@@ -228,6 +240,8 @@ def read_yaml(path: str) -> dict:
                 value = brokers_base().parse_broker_opts([str(v) for v in value])
             else:
                 raise ConfigError(f"--config {path!r}: broker-opt must be a mapping or a list of KEY=VALUE")
+        elif key == "faults":
+            value = faults_value(value, f"--config {path!r}: faults")
         else:
             value = _coerce(path, key, value)
         out[key] = value
@@ -253,6 +267,51 @@ def _coerce(path: str, key: str, value):
     except (TypeError, ValueError):
         tname = getattr(t, "__name__", t)
         raise ConfigError(f"--config {path!r}: {key.replace('_', '-')} = {value!r} is not a {tname}") from None
+
+
+def faults_value(value, what: str) -> list:
+    """A YAML ``faults:`` value (one fault or a list of strings/mappings) as a list."""
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{what} = {value!r} is not allowed: give a list of faults such as "
+                          "['bounce-broker@10s:2s']")
+    return list(value)
+
+
+def check_faults(cfg: RunConfig) -> None:
+    """The fault schedule and the delivery mode: canonical, checked against the run and the broker."""
+    from brokers.spec import DELIVERY
+    from testbed.faults.schedule import parse_all
+    spec = brokers.spec(cfg.broker)
+    caps = spec.caps(cfg.broker_impl) if spec.impls else spec.capabilities
+    if not (cfg.consumer_restart_s >= 0 and math.isfinite(cfg.consumer_restart_s)):
+        raise ConfigError(f"--consumer-restart-s {cfg.consumer_restart_s:g} is not allowed: it must be a "
+                          "number of seconds >= 0")
+    if cfg.delivery:
+        if cfg.delivery not in DELIVERY:
+            raise ConfigError(f"--delivery {cfg.delivery!r} is not allowed: use one of {', '.join(DELIVERY)}")
+        if cfg.delivery not in caps.delivery:
+            raise ConfigError(f"--delivery {cfg.delivery} is not possible with broker {cfg.broker!r}: it "
+                              f"gives {' or '.join(caps.delivery)} only")
+        opts = {k: str(v) for k, v in spec.delivery_options.get(cfg.delivery, {}).items()}
+        cfg.broker_opt = {**opts, **cfg.broker_opt}  # what the user set explicitly wins
+    schedule = parse_all(cfg.faults)
+    cfg.faults = [str(f) for f in schedule]
+    if schedule:
+        schedule.validate(cfg.duration, cfg.replicas, cfg.consumer_restart_s)
+        schedule.check_applies(_launcher_kind(cfg, spec), caps)
+
+
+def _launcher_kind(cfg: RunConfig, spec) -> str:
+    """The launcher as the fault checks see it (testbed.launchers.resolve_launcher without probing an
+    engine: auto is docker or local, and every fault applies to both alike)."""
+    if not spec.needs_server:
+        takes_url = spec.embedded is not None and bool(spec.embedded.url_schemes)
+        return "external" if (cfg.broker_url and takes_url) else "embedded"
+    return "local" if cfg.launcher == "auto" else cfg.launcher
 
 
 def _flag(name: str) -> str:
@@ -307,6 +366,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.launcher == "external" and not cfg.broker_url and brokers.spec(cfg.broker).needs_server:
         raise ConfigError("--launcher external needs --broker-url (the address of the broker you run)")
     # options are checked against the adapter's table here, before anything starts
+    check_faults(cfg)
     brokers_base().resolve_options(brokers.get(cfg.broker), cfg.broker_opt)
     if cfg.images and not os.path.isdir(cfg.images):
         raise ConfigError(f"--images {cfg.images!r} is not a folder")

@@ -20,12 +20,12 @@ import argparse
 import sys
 
 from testbed.config import add_run_arguments, resolve
-from testbed.errors import TestbedError
+from testbed.errors import ConfigError, TestbedError
 from testbed.orchestration.maxrate import (DEFAULT_MAX_PROBES, DEFAULT_MAX_RATE, DEFAULT_MIN_RATE, DEFAULT_SLO_MS,
                              DEFAULT_TOLERANCE, Search)
 from testbed.orchestration.maxrate import main_branch as maxrate_branch
 
-SEARCH_FLAGS = ("find_max_rate", "slo_p99_ms", "min_rate", "max_rate", "max_probes", "rate_tolerance")
+SEARCH_FLAGS = ("find_max_rate", "slo_p99_ms", "min_rate", "max_rate", "max_probes", "rate_tolerance", "use_twin")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"at most this many runs (default {DEFAULT_MAX_PROBES})")
     g.add_argument("--rate-tolerance", type=float, metavar="F", default=DEFAULT_TOLERANCE,
                    help=f"stop when pass and fail rates are this close, relative (default {DEFAULT_TOLERANCE:g})")
+    g.add_argument("--use-twin", metavar="PROFILE", default="",
+                   help="bracket the answer from the twin's prediction (a profile from python -m testbed.profile) "
+                        "and confirm it with few real probes")
     return p
 
 
@@ -68,10 +71,12 @@ def main(argv=None) -> int:
     search_args = {k: vars(args).pop(k) for k in SEARCH_FLAGS}
     try:
         cfg = resolve(args)
+        if search_args["use_twin"] and not search_args["find_max_rate"]:
+            raise ConfigError("--use-twin is for the max-rate search: add --find-max-rate")
         if search_args.pop("find_max_rate"):
             search = Search(search_args["slo_p99_ms"], search_args["min_rate"], search_args["max_rate"],
                             search_args["max_probes"], search_args["rate_tolerance"])
-            return maxrate_branch(cfg, search, quiet)
+            return maxrate_branch(cfg, search, quiet, search_args["use_twin"])
         from testbed.analysis import report
         from testbed.orchestration.execute import execute
         progress = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))

@@ -65,6 +65,18 @@ def test_short_run_reports_the_implementation_and_leaves_nothing(tmp_path, impl,
         assert f"Kafka version: {KAFKA_VERSION}" in open(log).read()  # the JVM said so itself
 
 
+def _kafka_jvm(pid: int):
+    """The pid of the Kafka broker JVM under ``pid``, or None (a short-lived java step, such as the
+    storage format, may be a zombie or gone by the time we look: skip it)."""
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if p.name() == "java" and "kafka.Kafka" in p.cmdline():
+                return p.pid
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
 def test_ctrl_c_during_a_kafka_run_leaves_no_jvm(tmp_path):
     out = str(tmp_path / "run")
     err_path = str(tmp_path / "stderr")
@@ -79,8 +91,7 @@ def test_ctrl_c_during_a_kafka_run_leaves_no_jvm(tmp_path):
         jvm = None
         while time.monotonic() < deadline:
             if jvm is None:
-                kids = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "java"]
-                jvm = next((p.pid for p in kids if "kafka.Kafka" in p.cmdline()), None)
+                jvm = _kafka_jvm(proc.pid)
             if "load]" in open(err_path).read():
                 break
             assert proc.poll() is None, open(err_path).read()

@@ -48,7 +48,7 @@ def test_batch_tail_and_joined_fields_reach_the_orchestrator():
     assert got["b_harness"].tolist() == [700, 700, 300, 111]
     assert got["recv_call"].tolist() == [5, 6, 7, 8] and got["free"].tolist() == [25] * 4
     assert got["b_infer"].tolist() == [77] * 4 and got["publish_call"].tolist() == [0] * 4
-    pubs = [np.array([(3, 4000), (0, 1000), (1, 2000)], dtype=records.PUBLISH_DTYPE)]
+    pubs = [np.array([(3, 4000, 1), (0, 1000, 1), (1, 2000, 1)], dtype=records.PUBLISH_DTYPE)]
     joined = records.with_publish_calls(got.copy(), pubs)
     assert joined["publish_call"].tolist() == [1000, 2000, 0, 4000]  # seq 2: no publish record
 

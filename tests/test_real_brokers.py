@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
@@ -76,10 +75,10 @@ def read_run(out: str):
 
 
 @pytest.fixture(scope="module")
-def rabbit():
+def rabbit(tmp_path_factory):
     """A private RabbitMQ for the external-launcher tests (started once: it takes seconds)."""
     from testbed.launchers.local import launch
-    handle = launch(RunConfig(broker="rabbitmq", launcher="local"), "t-ext", tempfile.mkdtemp(prefix="tb-ext-"))
+    handle = launch(RunConfig(broker="rabbitmq", launcher="local"), "t-ext", str(tmp_path_factory.mktemp("tb-ext")))
     try:
         yield handle.endpoint
     finally:
@@ -227,20 +226,29 @@ def test_sigint_during_a_run_stops_everything(tmp_path):
 
 
 # -- leftovers of a run that was itself killed -------------------------------------------------------
+# a broker that escaped both lifelines (lifeline.py): started from a worker thread (no parent-death
+# signal), its owner's watchdog killed too; then the owner is SIGKILLed: no atexit, no stop()
 ORPHAN = """
-import json, os, signal, sys, tempfile
+import json, os, signal, sys, threading
 from testbed.config import RunConfig
+from testbed.launchers import lifeline
 from testbed.launchers.local import launch
-h = launch(RunConfig(broker="redis", launcher="local"), "orphan", tempfile.mkdtemp(prefix="tb-orphan-"))
-print(json.dumps(h.endpoint.extra), flush=True)
-os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no stop(): the broker is left behind
+got = {}
+t = threading.Thread(target=lambda: got.update(h=launch(RunConfig(broker="redis", launcher="local"), "orphan",
+                                                         sys.argv[1])))
+t.start()
+t.join()
+os.kill(lifeline.watchdog_pid(), signal.SIGKILL)
+print(json.dumps(got["h"].endpoint.extra), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
 def test_cleanup_removes_what_a_killed_run_left_and_spares_live_runs(tmp_path):
     from testbed.launchers.cleanup import cleanup_all
     from testbed.launchers.local import launch
-    r = subprocess.run([sys.executable, "-c", ORPHAN], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", ORPHAN, str(tmp_path / "orphan")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
     orphan = json.loads(r.stdout.splitlines()[0])
     assert psutil.pid_exists(orphan["pid"]), "the orphaned broker should still run before cleanup"
     live = launch(RunConfig(broker="redis", launcher="local"), "live", str(tmp_path))

@@ -213,8 +213,10 @@ def _check_run(result, run_dir):
     # every message: its stage B steps add up to its batch's service time
     with open(os.path.join(run_dir, "messages.csv")) as fh:
         msgs = [m for m in csv.DictReader(fh) if m["status"] == "ok"]
-    b_cols = [k for k in msgs[0] if k.startswith("b_")]
-    a_cols = [k for k in msgs[0] if k.startswith("a_")]
+    # step columns (the harness's own a_harness/b_harness bookkeeping columns are not steps)
+    from stages.vision import CONSUMER_STEPS, PRODUCER_STEPS
+    b_cols = [k for k in msgs[0] if k.startswith("b_") and k[2:-3] in CONSUMER_STEPS]
+    a_cols = [k for k in msgs[0] if k.startswith("a_") and k[2:-3] in PRODUCER_STEPS]
     assert len(a_cols) == 8 and len(b_cols) == 5
     for m in msgs:
         service = int(m["end_ns"]) - int(m["start_ns"])

@@ -84,6 +84,11 @@ CLASSIC_ONLY_KEYS = ("session.timeout.ms", "heartbeat.interval.ms", "partition.a
 
 class KafkaBroker(Broker):
     spec = SPEC
+    reconnects_itself = True  # librdkafka: reconnects, retries and keeps its queue (message.timeout.ms)
+
+    @property
+    def acknowledged(self) -> bool:
+        return str(self.options["acks"]) != "0"  # acks=0: the broker never answers a produce
     OPTIONS = {
         "acks": Option("all", "producer acknowledgements", str, ("0", "1", "all", "-1")),
         "linger.ms": Option(5.0, "producer batching delay in ms (latency: every message may wait this long)", float),
@@ -122,6 +127,7 @@ class KafkaBroker(Broker):
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._errors: list[str] = []
+        self._failed: list[tuple[bytes, str]] = []  # (value, why) of failed deliveries: take_failed
         self._assigned: set = set()
         self._stash: list = []
         self._keepalive: threading.Thread | None = None
@@ -142,8 +148,10 @@ class KafkaBroker(Broker):
             self._errors.append(err.str())
 
     def _raise_client_error(self) -> None:
+        """Raise the first error the client reported (once: the list is emptied)."""
         if self._errors:
-            raise BrokerError(f"kafka broker at {self.servers}: {self._errors[0]}")
+            first, self._errors = self._errors[0], []
+            raise BrokerError(f"kafka broker at {self.servers}: {first}")
 
     # -- lifecycle --------------------------------------------------------------------------------
     def connect(self, timeout_s: float = 10.0) -> None:
@@ -226,6 +234,13 @@ class KafkaBroker(Broker):
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self._errors.append(f"delivery to {msg.topic()} failed: {err.str()}")
+            self._failed.append((msg.value(), err.str()))
+
+    def take_failed(self) -> list[tuple[bytes, str]]:
+        """Messages whose delivery failed after ``publish`` returned (the harness marks them not
+        acknowledged): (the message's bytes, header first; why). Emptied by the call."""
+        out, self._failed = self._failed, []
+        return out
 
     def wait_consumers(self, topic: str, n: int, timeout_s: float) -> None:
         """Nothing to wait for (the topic keeps messages); make the producer and learn the topic's leaders
@@ -263,6 +278,8 @@ class KafkaBroker(Broker):
         self._send(topic, b"".join((env.header(), env.payload)))
 
     def _send(self, topic: str, value: bytes) -> None:
+        if self._errors:  # before the produce: a message that raises was not handed to the client
+            self._raise_client_error()
         part = self._pub_next()
         try:
             self._produce(topic, value, partition=part)
@@ -277,8 +294,6 @@ class KafkaBroker(Broker):
                 except BufferError:
                     continue
         self._poll(0)
-        if self._errors:
-            self._raise_client_error()
 
     def flush(self) -> None:
         if self._producer is None:

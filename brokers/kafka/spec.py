@@ -60,7 +60,8 @@ def apache_plan(ctx: Context) -> Plan:
 
     return Plan(argv=argv, dirs=("data",),
                 files={"server.properties": dist.server_properties(port, controller_port,
-                                                                   os.path.join(ctx.dir, "data")),
+                                                                   os.path.join(ctx.dir, "data"),
+                                                                   advertised_port=ctx.advertised.get("port", 0)),
                        "log4j2.properties": dist.log4j_properties()},
                 steps=[Step("kafka-storage format", fmt, 60.0)],
                 facts={"controller_port": controller_port, "heap": heap, "cluster_id": cluster_id, "libs": libs,
@@ -70,7 +71,8 @@ def apache_plan(ctx: Context) -> Plan:
 
 def tansu_plan(ctx: Context) -> Plan:
     listen = f"tcp://127.0.0.1:{ctx.port}"
-    argv = [ctx.binaries["tansu"], "broker", "--listener-url", listen, "--advertised-listener-url", listen,
+    advertised = f"tcp://127.0.0.1:{ctx.advertised.get('port', ctx.port)}"  # a proxy's, in network-fault runs
+    argv = [ctx.binaries["tansu"], "broker", "--listener-url", listen, "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/", "--cluster-id", f"testbed-{secrets.token_hex(4)}"]
     # tansu also reads these from the environment: ours must not be overridden by the user's shell
     return Plan(argv=argv, env={"RUST_LOG": os.environ.get("TESTBED_TANSU_LOG", "warn")}, facts={"argv": argv})
@@ -81,7 +83,7 @@ SPEC = BrokerSpec(
     name="kafka",
     summary="Kafka (Apache Kafka or tansu): a partition per replica, a consumer group, commits after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="partition", delivery=("at-least-once",)),
+                              dispatch="partition", delivery=("at-most-once", "at-least-once")),
     client="confluent-kafka", extra="kafka",
     url_form="kafka://HOST:PORT[,HOST:PORT]",
     impls=(
@@ -105,11 +107,16 @@ SPEC = BrokerSpec(
                  start_timeout_s=60.0, stop_grace_s=0.5),
              image=Image("kafka-tansu", f"ghcr.io/tansu-io/tansu:{TV}", f"testbed/kafka:tansu-{TV}", TV,
                          env_var="TESTBED_TANSU_IMAGE", build=image.tansu_build, scratch=True),
-             # its high watermark is wrong, so consumer lag from it would be too: no backlog figure
+             # its high watermark is wrong, so consumer lag from it would be too: no backlog figure;
+             # its storage is in memory (memory://): a restart loses everything, so at most once
              capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=False,
-                                       dispatch="partition", delivery=("at-least-once",)),
+                                       dispatch="partition", delivery=("at-most-once",)),
              # session.timeout.ms=6000 is the adapter's tansu default
              testing=Testing(options={"heartbeat.interval.ms": "500"}, redelivery_timeout_s=30.0,
                              dead_url="kafka://127.0.0.1:{port}")),
     ),
+    # at least once: every in-sync replica acknowledges, the producer is idempotent (offsets are always
+    # committed after service); at most once: no acknowledgement at all
+    delivery_options={"at-least-once": {"acks": "all", "enable.idempotence": True},
+                      "at-most-once": {"acks": "0", "enable.idempotence": False}},
 )

@@ -132,7 +132,6 @@ class NatsBroker(Broker):
         self._pa_wait: asyncio.Future | None = None
         self._pa_error = ""
         self._outstanding = 0
-        self._pa_sub = None
         # consumer
         self._stream = ""
         self._consumer = ""
@@ -164,7 +163,7 @@ class NatsBroker(Broker):
             raise BrokerError(f"nats: {what}: JetStream did not answer (is nats-server running with -js?)") from None
         except (asyncio.TimeoutError, nerr.TimeoutError):
             raise BrokerError(f"nats: {what}: no answer from the broker within "
-                              f"{timeout_s or self.options['timeout_s']:g}s") from None
+                              f"{timeout_s or self.options['reply_timeout_s']:g}s") from None
         except (nerr.Error, OSError) as exc:
             if self._lost:
                 raise self._lost_error(what) from None
@@ -238,7 +237,7 @@ class NatsBroker(Broker):
             self._buffered = raw.get_write_buffer_size
         self._inbox = nc.new_inbox()
         self._jsm = nc.jsm(timeout=self.options["reply_timeout_s"])
-        self._pa_sub = self._run(nc.subscribe(f"{self._inbox}.a.*", cb=self._on_puback), "subscribe")
+        self._run(nc.subscribe(f"{self._inbox}.a.*", cb=self._on_puback), "subscribe")
 
     def _connection_lost(self, why: str) -> None:
         self._lost = why
@@ -384,11 +383,13 @@ class NatsBroker(Broker):
                 self._run(self._jsm.add_consumer(self._stream, cfg), f"create {what}")
             except BrokerError as exc:
                 if "not unique" in str(exc) or "multiple" in str(exc):
-                    raise BrokerError(f"{exc} (a work-queue stream takes one consumer, one group, per topic)") from None
+                    raise BrokerError(f"{exc} (a work-queue stream takes one consumer: one group per "
+                                      "topic)") from None
                 raise
+        if not self._next:  # the first subscribe: the inbox that pull answers come to
+            self._run(self._nc.subscribe(f"{self._inbox}.f.*", cb=self._on_pull), "subscribe")
         self._next = f"PUB $JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer} ".encode()
         self._max_bytes = self.options["fetch_max_bytes"]
-        self._run(self._nc.subscribe(f"{self._inbox}.f.*", cb=self._on_pull), "subscribe")
 
     def receive(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         stale = self._stale

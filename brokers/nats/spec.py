@@ -36,7 +36,7 @@ SPEC = BrokerSpec(
     name="nats",
     summary="NATS JetStream: a stream per run, a durable pull consumer shared by the replicas, ack after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="shared", delivery=("at-least-once",)),
+                              dispatch="shared", delivery=("at-most-once", "at-least-once")),
     client="nats-py", extra="nats",
     url_form="nats://[USER:PASSWORD@]HOST:PORT",
     impls=(Impl(
@@ -48,4 +48,7 @@ SPEC = BrokerSpec(
     ),),
     # a dead consumer's messages come back after 2 s (the default, 30 s, suits real runs)
     testing=Testing(options={"ack_wait_s": "2"}, redelivery_timeout_s=15.0, dead_url="nats://127.0.0.1:{port}"),
+    # at least once: file storage in the server's folder, each publish waits for its PubAck
+    delivery_options={"at-least-once": {"storage": "file", "publish": "acked"},
+                      "at-most-once": {"storage": "memory"}},
 )

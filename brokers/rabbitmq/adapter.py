@@ -52,6 +52,10 @@ from testbed.errors import BrokerError
 
 class RabbitMQBroker(Broker):
     spec = SPEC
+    @property
+    def acknowledged(self) -> bool:
+        return bool(self.options["confirms"])  # without publisher confirms nothing answers a publish
+
     OPTIONS = {
         "prefetch": Option(100, "basic_qos prefetch_count per consumer (0 = unlimited, RabbitMQ's default)", int),
         "durable": Option(False, "declare the queue durable (survives a broker restart)", bool),

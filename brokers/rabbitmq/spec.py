@@ -70,7 +70,7 @@ SPEC = BrokerSpec(
     name="rabbitmq",
     summary="RabbitMQ: a work queue per run, competing consumers with prefetch, basic_ack after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="shared", delivery=("at-least-once",)),
+                              dispatch="shared", delivery=("at-most-once", "at-least-once")),
     client="pika", extra="rabbitmq",
     url_form="amqp://USER:PASSWORD@HOST:PORT/VHOST",
     impls=(Impl(
@@ -88,4 +88,7 @@ SPEC = BrokerSpec(
     # consumer's messages as soon as its connection drops: no option needed for fast redelivery)
     testing=Testing(options={"prefetch": "50"}, redelivery_timeout_s=15.0,
                     dead_url="amqp://guest:guest@127.0.0.1:{port}/%2F", wrong_credentials=_wrong_password),
+    # at least once: a durable queue, persistent messages, each publish confirmed by the broker
+    delivery_options={"at-least-once": {"durable": True, "persistent": True, "confirms": True},
+                      "at-most-once": {"durable": False, "persistent": False, "confirms": False}},
 )

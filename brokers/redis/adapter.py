@@ -17,7 +17,10 @@ URL: ``redis://[:PASSWORD@]HOST:PORT[/DB]`` (``rediss://`` for TLS), as redis-py
 Wire: each message is one stream entry with two fields, ``h`` (envelope header) and ``p`` (payload), so
 the payload is never concatenated with the header: redis-py sends a large field straight from its buffer.
 
-Stage B: XREADGROUP ... COUNT max BLOCK ms STREAMS topic ``>`` blocks in the server until an entry
+Stage B: a consumer that subscribes first reads back what the group still holds for its own name
+(XREADGROUP ... STREAMS topic ``0``: delivered to a consumer of that name, never acked), so a consumer
+restarted under the same name, or one that reconnected after a broker restart with its data, resumes
+where it stopped; then XREADGROUP ... COUNT max BLOCK ms STREAMS topic ``>`` blocks in the server until an entry
 arrives (never a polling sleep); XACK after the batch is served. The group is created at id 0 with
 MKSTREAM, so entries published before a consumer subscribed are delivered, not skipped.
 
@@ -74,6 +77,7 @@ class RedisStreamsBroker(Broker):
         self._next_claim = 0.0
         self._claim_cursor = b"0-0"
         self._xadd_args: tuple = ()
+        self._own_pending: bytes | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def connect(self, timeout_s: float = 10.0) -> None:
@@ -154,12 +158,17 @@ class RedisStreamsBroker(Broker):
     def subscribe(self, topic: str, group: str, consumer_name: str) -> None:
         self._topic, self._group, self._consumer = topic, group, consumer_name
         self._create_group(topic, group)
+        self._own_pending = b"0-0"  # read back our own unacked entries first
         self._next_claim = time.monotonic() + self._claim_every()
 
     def _claim_every(self) -> float:
         return self.options["claim_idle_ms"] / 2000.0
 
     def receive(self, max_messages: int, timeout_s: float) -> list[Delivery]:
+        if self._own_pending is not None:
+            got = self._read_own_pending(max_messages)
+            if got:
+                return got
         claim_ms = self.options["claim_idle_ms"]
         if claim_ms > 0 and time.monotonic() >= self._next_claim:
             got = self._claim(max_messages)
@@ -180,6 +189,22 @@ class RedisStreamsBroker(Broker):
         # RESP3 (redis-py's default since 8.0) answers a map {stream: entries}; RESP2 a list of pairs
         entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
         return _raw_deliveries(entries)
+
+    def _read_own_pending(self, max_messages: int) -> list[Delivery]:
+        """Entries delivered to this consumer name and never acked (after ``_own_pending``)."""
+        c = self._c
+        try:
+            c.send_command("XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", max_messages,
+                           "STREAMS", self._topic, self._own_pending)
+            reply = c.read_response()
+        except rexc.RedisError as exc:
+            raise _failed(f"XREADGROUP (own pending) on {self._topic!r}", exc) from None
+        entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
+        if not entries:
+            self._own_pending = None
+            return []
+        self._own_pending = entries[-1][0]
+        return _raw_deliveries(e for e in entries if e[1])
 
     def _claim(self, max_messages: int) -> list[Delivery]:
         """Take over entries another consumer has held unacknowledged for ``claim_idle_ms``."""

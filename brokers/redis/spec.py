@@ -2,6 +2,10 @@
 
 Started as ``redis-server`` bound to 127.0.0.1 on a free port, working directory in a private folder,
 no snapshots and no append-only file: the run's data lives in memory and dies with the process.
+With ``--delivery at-least-once`` the server keeps an append-only file in that folder
+(``appendonly yes``, ``appendfsync everysec``: every write reaches the file before the reply, so a
+killed process loses nothing; a machine crash could lose the last second), and a restart on the same
+folder replays it.
 """
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ VERSION = "7.0.15"  # Debian 12's redis-server; the official image is pinned to 
 
 
 def plan(ctx: Context) -> Plan:
+    aof = ["--appendonly", "yes", "--appendfsync", "everysec"] \
+        if getattr(ctx.cfg, "delivery", "") == "at-least-once" else ["--appendonly", "no"]
     return Plan(argv=[ctx.binaries["redis"], "--bind", "127.0.0.1", "--port", str(ctx.port),
-                      "--protected-mode", "yes", "--save", "", "--appendonly", "no", "--dir", ctx.dir,
+                      "--protected-mode", "yes", "--save", "", *aof, "--dir", ctx.dir,
                       "--daemonize", "no", "--logfile", "", "--databases", "1", "--unixsocket", ""])
 
 
@@ -20,7 +26,7 @@ SPEC = BrokerSpec(
     name="redis",
     summary="Redis Streams: a consumer group per run, XACK after service, dead consumers' entries claimed",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="shared", delivery=("at-least-once",)),
+                              dispatch="shared", delivery=("at-most-once", "at-least-once")),
     client="redis", extra="redis",
     url_form="redis://[:PASSWORD@]HOST:PORT[/DB]",
     impls=(Impl(

@@ -1,8 +1,8 @@
 """The vision pipeline (``--pipeline vision``): real JPEG frames, a detector, crops, a classifier.
 
     frames (frames.py) -> stage A (detector.py): decode, resize, normalize [preprocess_cpu.py |
-    preprocess_dali.py], detect, NMS, crop -> one message per crop -> broker -> stage B
-    (classifier.py): batched classification
+    preprocess_dali.py | preprocess_pre.py: done once at set-up], detect, NMS, crop -> one message per
+    crop -> broker -> stage B (classifier.py): batched classification
 
 Every step is timed (timing.py) and carried per message; docs/vision.md explains the columns, the
 non-DNN share and the benchmark. Torch, torchvision and DALI are imported only when a stage is made.

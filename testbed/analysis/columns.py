@@ -54,6 +54,12 @@ SUMMARY: tuple[Column, ...] = (
     _c("lost", "msg", "sent and not finished by the end of the drain"),
     _c("duplicated", "msg", "finishes of a message after its first"),
     _c("reordered", "msg", "messages a consumer got after one published later"),
+    _c("delivery", "", "--delivery: at-most-once, at-least-once, or empty (the broker's own settings)"),
+    _c("lost_acked", "msg", "lost messages the broker had acknowledged to stage A (reply, confirm, PubAck): "
+                            "a broken guarantee"),
+    _c("lost_unacked", "msg", "lost messages the broker had not acknowledged (publish failed, not attempted, "
+                              "or sent with nothing to acknowledge it); lost = lost_acked + lost_unacked"),
+    _c("publish_errors", "msg", "messages stage A could not publish (an error, or no connection): fault runs"),
     _c("failed", "frames", "frames stage A could not process"),
     _c("corrupt", "msg", "messages that were not well-formed envelopes"),
     # rates
@@ -104,6 +110,14 @@ SUMMARY: tuple[Column, ...] = (
     _c("rho_measured", "", "offered msg/s over capacity_measured"),
     _c("limited_by", "", "what bounds the run: stage_a, stage_b, broker, harness or none "
                          "(rules in testbed/analysis/metrics.py capacity())"),
+    # faults (testbed/faults/recovery.py; empty in runs without --fault)
+    _c("faults", "", "the fault schedule, canonical spelling, '; '-separated"),
+    _c("recovered", "", "every fault that ended was followed by a recovery before the data ended"),
+    _c("recovery_s", "s", "the worst fault's recovery: from its end until the out rate is back to the offered "
+                          "rate and the window p99 within 1.5x of its pre-fault level (empty: never)"),
+    _c("fault_backlog_peak", "msg", "the largest backlog from a fault's start to its recovery"),
+    _c("throughput_dip", "", "the largest 1 - lowest 1 s out rate / offered rate, over the faults"),
+    _c("redelivered", "msg", "duplicate finishes from the faults' starts to their recoveries (all faults)"),
     _c("error", "", "the first error, when the run did not complete"),
 )
 

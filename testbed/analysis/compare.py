@@ -243,11 +243,17 @@ def compare(dirs: list[str], out: str, html_page: bool = False, backlog_config: 
     with atomic_write(csv_path) as fh:
         table.to_csv(fh, index=False)
     images = plots.all_plots(table, out, backlog_config)
+    from testbed.analysis import timeline  # fault runs: a timeline each, a table per broker and fault type
+    fault_files, fault_rows = timeline.write(complete, out)
+    images += [p for p in fault_files if p.endswith(".png")]
     title = f"testbed comparison: {', '.join(dirs)}"
     console.print(rich_table(table, title, console.width))
     steps = step_cells(table)
     if steps:
         console.print(rich_steps(steps))
+    if fault_rows:
+        console.print("faults per broker and fault type (faults.csv):\n" + timeline.markdown_table(fault_rows),
+                      highlight=False, markup=False)
     for w_ in warnings:
         console.print(f"[bold yellow]warning:[/] {w_}", highlight=False)
     machines = sorted(set(complete["machine"]))
@@ -263,7 +269,8 @@ def compare(dirs: list[str], out: str, html_page: bool = False, backlog_config: 
         console.print(f"updated the generated section of {markdown}", highlight=False)
     console.print(f"wrote {csv_path}" + "".join(f", {os.path.basename(i)}" for i in images)
                   + (f", {os.path.basename(html_path)}" if html_path else "") + f" in {out}", highlight=False)
-    return {"table": table, "csv": csv_path, "images": images, "html": html_path, "warnings": warnings}
+    return {"table": table, "csv": csv_path, "images": images, "html": html_path, "warnings": warnings,
+            "faults": fault_rows}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,7 +8,10 @@ Percentiles come from HdrHistogram (values in ns, 3 significant digits, so micro
 better), for messages whose frame was due after the warm-up. Accounting counts every message:
     sent (published by stage A), received (distinct messages finished by stage B), lost (sent, never
     finished by the end of the drain), duplicated (finished more than once), reordered (a consumer got
-    it after a message published later than it).
+    it after a message published later than it). Lost messages split by what stage A knew
+    (``delivery``): lost_acked (the broker acknowledged it) + lost_unacked (handed over with no
+    acknowledgement to wait for, its publish failed, was not attempted, or has no record) = lost; publish_errors counts messages whose publish failed or was not
+    attempted (the harness never publishes a message twice).
 Rate matching: per second, offered frames, produced and consumed messages, and the backlog (messages
 published and not yet finished; for stage A, frames due and not yet processed). ``backlog_growth`` is
 the least-squares slope of the backlog over the measured seconds; the run is ``stable`` when neither
@@ -76,6 +79,8 @@ class RunData:
     failed_reasons: list = field(default_factory=list)
     corrupt: int = 0
     end_ns: int = 0  # when collection stopped
+    publishes: np.ndarray | None = None  # stage A's publish records (seq, publish_call, status)
+    publish_errors: dict = field(default_factory=dict)  # reason -> messages stage A could not publish
 
 
 @dataclass
@@ -149,7 +154,8 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
               and a_growth <= max(1.0, STABLE_FRACTION * cfg.rate))
 
     s = {
-        "sent": acc.sent, "received": acc.received, "lost": acc.lost, "duplicated": acc.duplicated,
+        "sent": acc.sent, "received": acc.received, "lost": acc.lost, **delivery(d, acc),
+        "duplicated": acc.duplicated,
         "reordered": acc.reordered, "failed": int(f["failed"].sum()) if len(f) else 0, "corrupt": d.corrupt,
         "throughput_in": round(produced_in_window / window_s, 3),
         "throughput_out": round(consumed_in_window / window_s, 3),
@@ -186,6 +192,27 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
     if d.a_steps or d.b_steps:
         s.update(_step_extras(d, measured, warm, s["e2e_p50_ms"]))
     return s, ts, acc
+
+
+def publish_status(publishes: np.ndarray | None, n: int) -> np.ndarray:
+    """Per seq 0..n-1, its publish status (records.ACKED, PUBLISH_FAILED, NOT_SENT; 0 = no record);
+    a seq recorded twice keeps the worse one (an asynchronous failure reported after the call)."""
+    status = np.zeros(n, dtype=np.uint8)
+    if publishes is not None and len(publishes):
+        seq = publishes["seq"].astype(np.int64)
+        ok = seq < n
+        np.maximum.at(status, seq[ok], publishes["status"][ok])
+    return status
+
+
+def delivery(d: RunData, acc: Accounting) -> dict:
+    """lost_acked, lost_unacked, publish_errors (see the module docstring)."""
+    from testbed.harness.records import ACKED, NOT_SENT, PUBLISH_FAILED
+    status = publish_status(d.publishes, acc.sent)
+    lost_status = status[acc.lost_seqs] if len(acc.lost_seqs) else status[:0]
+    lost_acked = int((lost_status == ACKED).sum())
+    return {"delivery": d.cfg.delivery, "lost_acked": lost_acked, "lost_unacked": int(acc.lost - lost_acked),
+            "publish_errors": int(((status == PUBLISH_FAILED) | (status == NOT_SENT)).sum())}
 
 
 COST_NAMES = ("publish_call", "recv_call", "ack_call", "a_harness", "b_harness")
@@ -334,6 +361,21 @@ def _frame_latencies(frames: np.ndarray, m: np.ndarray, warm: int) -> dict:
     return {"p50": p["p50"], "p99": p["p99"]}
 
 
+def _unsent_times(d: RunData) -> np.ndarray:
+    """Frame publish times (ns) of the messages whose publish failed or was not attempted."""
+    from testbed.harness.records import NOT_SENT, PUBLISH_FAILED
+    f = d.frames
+    if d.publishes is None or not len(d.publishes) or not len(f):
+        return np.zeros(0, dtype=np.int64)
+    bad = d.publishes["seq"][np.isin(d.publishes["status"], (PUBLISH_FAILED, NOT_SENT))].astype(np.int64)
+    if not len(bad):
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(f["first_seq"], kind="stable")
+    first = f["first_seq"][order].astype(np.int64)
+    at = np.clip(np.searchsorted(first, np.unique(bad), side="right") - 1, 0, len(first) - 1)
+    return f["published"][order][at].astype(np.int64)
+
+
 def timeseries(d: RunData, m: np.ndarray) -> list[dict]:
     """One row per second since the start: rates, backlogs, window p99 and the broker's own figures."""
     cfg = d.cfg
@@ -344,6 +386,9 @@ def timeseries(d: RunData, m: np.ndarray) -> list[dict]:
     offered = np.histogram(offsets, bins=edges)[0]
     f = d.frames
     produced = np.histogram(f["published"], bins=edges, weights=f["n"])[0] if len(f) else np.zeros(n_sec)
+    unsent = _unsent_times(d)  # fault runs: messages stage A could not publish are not in the backlog
+    if len(unsent):
+        produced = produced - np.histogram(unsent, bins=edges)[0]
     processed_frames = np.histogram(f["end"], bins=edges)[0] if len(f) else np.zeros(n_sec)
     consumed = np.histogram(m["end"], bins=edges)[0]
     cum_pub = np.cumsum(produced)

@@ -14,6 +14,12 @@ Stage B (``consumer_main``): blocks on the broker (never a polling sleep), forms
 ``batch_max`` messages within ``batch_wait_ms`` of the first, stamps ``received`` when the client
 returned each message, ``start``/``end`` around the stage's work, then acks.
 
+In a run with faults (``cfg.faults``) neither loop dies on a broker error: each error is counted,
+the client is dropped and made again with capped exponential backoff (``Reconnect``), a consumer
+subscribes again (and so resumes its group), and stage A keeps the schedule: a message it could not
+publish gets a publish record with status ``PUBLISH_FAILED`` or ``NOT_SENT`` and its reason is counted.
+Without faults the first broker error ends the run (one line), as always.
+
 Both loops also time the broker client calls (publish, receive, ack) apart from their own bookkeeping
 (see records.py for the fields), with a few extra clock reads per message and per batch and no other
 per-message work: the client calls are the broker's cost to a stage, the bookkeeping is ours.
@@ -22,8 +28,10 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import time
 import traceback
+from collections import Counter
 
 import brokers
 import stages
@@ -51,6 +59,54 @@ def _wait_start(start_evt, stop_evt) -> bool:
     return not stop_evt.is_set()
 
 
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 0.5
+RECONNECT_TIMEOUT_S = 2.0
+_SEQ = struct.Struct("<Q")  # the envelope header's seq, at byte 8
+
+
+class Reconnect:
+    """A broker client made again after a failure, at most once per backoff (doubling to a cap)."""
+
+    def __init__(self, cfg: RunConfig, ep_dict: dict, setup=None):
+        self.cfg, self.ep_dict, self.setup = cfg, ep_dict, setup
+        self.backoff = BACKOFF_MIN_S
+        self.retry_at = 0.0
+        self.reconnects = 0
+
+    def drop(self, broker) -> None:
+        """Forget a failed client; the next ``attempt`` may make a new one after the backoff."""
+        if broker is not None:
+            try:
+                broker.close()
+            except Exception:  # noqa: BLE001 - it failed already
+                pass
+        self.retry_at = time.monotonic() + self.backoff
+        self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
+
+    def attempt(self):
+        """A connected client, or None (not yet time to retry, or the retry failed)."""
+        if time.monotonic() < self.retry_at:
+            return None
+        broker = brokers.get(self.cfg.broker)(Endpoint(**self.ep_dict))
+        try:
+            broker.connect(min(self.cfg.connect_timeout, RECONNECT_TIMEOUT_S))
+            if self.setup is not None:
+                self.setup(broker)
+        except Exception:  # noqa: BLE001 - still down: try again later
+            self.drop(broker)
+            return None
+        self.backoff = BACKOFF_MIN_S
+        self.reconnects += 1
+        return broker
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, countable reason (the first line, without numbers that differ per message)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return " ".join(text.split())[:160]
+
+
 def _fail(conn, role: str, exc: BaseException) -> None:
     from testbed.errors import TestbedError
     msg = str(exc) if isinstance(exc, TestbedError) else f"{type(exc).__name__}: {exc}"
@@ -59,6 +115,10 @@ def _fail(conn, role: str, exc: BaseException) -> None:
         conn.send_bytes(records.ERROR + f"{role}: {msg}{detail}".encode())
     except (OSError, ValueError):
         pass
+
+
+class _Down(Exception):
+    """No client now (a fault run after a failure): reconnect first."""
 
 
 def producer_main(cfg_dict: dict, ep_dict: dict, topic: str, conn, start_evt, stop_evt, t0, in_process=False):
@@ -84,6 +144,10 @@ def producer_main(cfg_dict: dict, ep_dict: dict, topic: str, conn, start_evt, st
         own_encode = type(broker).publish_envelope is Broker.publish_envelope
         publish, publish_env = broker.publish, broker.publish_envelope
         add_call = prep.rows.append
+        survive = bool(cfg.faults)
+        again = Reconnect(cfg, ep_dict)
+        reasons: Counter = Counter()
+        ok = records.ACKED if broker.acknowledged else records.SENT  # what a publish that returned means
         seq = 0
         frames = 0
         next_check = 0
@@ -106,16 +170,37 @@ def producer_main(cfg_dict: dict, ep_dict: dict, topic: str, conn, start_evt, st
             for i, item in enumerate(items):
                 env = Envelope(seq + i, fid, i, n, intended, 0, item.payload, item.shape, item.dtype, res.steps)
                 env.published_ns = now_ns()
-                if own_encode:
-                    head = env.header()
-                    c0 = now_ns()
-                    publish(topic, head, env.payload)
-                else:
-                    c0 = env.published_ns
-                    publish_env(topic, env)
+                if survive and broker is None:
+                    broker = again.attempt()
+                    if broker is None:
+                        reasons["not sent: no connection to the broker"] += 1
+                        add_call((seq + i, 0, records.NOT_SENT))
+                        continue
+                    publish, publish_env = broker.publish, broker.publish_envelope
+                    ok = records.ACKED if broker.acknowledged else records.SENT
+                    env.published_ns = now_ns()
+                try:
+                    if own_encode:
+                        head = env.header()
+                        c0 = now_ns()
+                        publish(topic, head, env.payload)
+                    else:
+                        c0 = env.published_ns
+                        publish_env(topic, env)
+                except Exception as exc:  # noqa: BLE001 - in a fault run: counted, then reconnect
+                    if not survive:
+                        raise
+                    c1 = now_ns()
+                    calls += c1 - env.published_ns
+                    reasons[_reason(exc)] += 1
+                    add_call((seq + i, c1 - env.published_ns, records.PUBLISH_FAILED))
+                    if not broker.reconnects_itself:
+                        again.drop(broker)
+                        broker = None
+                    continue
                 c1 = now_ns()
                 calls += c1 - c0
-                add_call((seq + i, c1 - c0))
+                add_call((seq + i, c1 - c0, ok))
             pub = now_ns()
             if res.failed:
                 rep.send_json(records.FAILED, {"frame_id": fid, "reason": res.failed})
@@ -127,10 +212,24 @@ def producer_main(cfg_dict: dict, ep_dict: dict, topic: str, conn, start_evt, st
             rep.add((fid, seq, n, 1 if res.failed else 0, intended, start, end, pub, a_harness))
             seq += n
             frames += 1
-        broker.flush()
+        if survive:
+            while broker is None and not stop_evt.is_set():  # the last messages' acks need a client
+                broker = again.attempt()
+                if broker is None:
+                    time.sleep(BACKOFF_MIN_S)
+            try:
+                if broker is not None:
+                    broker.flush()
+            except Exception as exc:  # noqa: BLE001
+                reasons[_reason(exc)] += 1
+            if broker is not None:
+                _mark_failed(broker, prep, reasons)
+        else:
+            broker.flush()
         prep.flush()
         rep.flush()
-        rep.send_json(records.DONE, {"frames": frames, "sent": seq})
+        rep.send_json(records.DONE, {"frames": frames, "sent": seq, "publish_errors": dict(reasons),
+                                     "reconnects": again.reconnects})
         stage.close()
         # Keep the connection open until the orchestrator has drained: closing right after the last
         # send can drop the tail (a brokerless socket transport does, even with its linger set).
@@ -149,6 +248,20 @@ def producer_main(cfg_dict: dict, ep_dict: dict, topic: str, conn, start_evt, st
             conn.close()
 
 
+def _mark_failed(broker, prep, reasons: Counter) -> None:
+    """Messages whose asynchronous publish failed after the call returned (the adapter's
+    ``take_failed``: their bytes, header first) are recorded again with status PUBLISH_FAILED (the
+    orchestrator keeps a seq's worst status)."""
+    take = getattr(broker, "take_failed", None)
+    for data, why in (take() if take is not None else ()):
+        try:
+            seq = _SEQ.unpack_from(data, 8)[0]
+        except (struct.error, TypeError):
+            continue
+        reasons[_reason(why)] += 1
+        prep.rows.append((seq, 0, records.PUBLISH_FAILED))
+
+
 def consumer_main(cfg_dict: dict, ep_dict: dict, topic: str, replica: int, conn, start_evt, stop_evt, t0,
                   in_process=False):
     _child_init(in_process)
@@ -160,10 +273,28 @@ def consumer_main(cfg_dict: dict, ep_dict: dict, topic: str, replica: int, conn,
         a_steps, b_steps = stages.step_names(cfg.pipeline)
         rep = records.Reporter(conn, records.message_dtype(a_steps, b_steps), records.MESSAGES, tail="b_harness",
                                skip=records.JOINED_FIELDS)
+        survive = bool(cfg.faults)
+        again = Reconnect(cfg, ep_dict, lambda b: b.subscribe(topic, f"testbed-{topic}", f"consumer-{replica}"))
+        errors: Counter = Counter()
         broker = brokers.get(cfg.broker)(Endpoint(**ep_dict))
-        broker.connect(cfg.connect_timeout)
-        broker.subscribe(topic, f"testbed-{topic}", f"consumer-{replica}")
-        broker.wait_assigned(cfg.connect_timeout)
+        try:
+            broker.connect(cfg.connect_timeout)
+            broker.subscribe(topic, f"testbed-{topic}", f"consumer-{replica}")
+        except Exception:  # noqa: BLE001 - a replica restarted mid-fault: retry until it is stopped
+            if not survive:
+                raise
+            errors["receive"] += 1
+            again.drop(broker)
+            while (broker := again.attempt()) is None:
+                if stop_evt.is_set():
+                    return
+                time.sleep(BACKOFF_MIN_S)
+        try:
+            broker.wait_assigned(cfg.connect_timeout)
+        except Exception:  # noqa: BLE001 - fault run: a group that rebalances late still assigns us
+            if not survive:
+                raise
+            errors["receive"] += 1
         rep.send_json(records.READY, {"role": "consumer", "replica": replica, "pid": os.getpid(),
                                       "stage": stage.describe()})
         if not _wait_start(start_evt, stop_evt):
@@ -180,7 +311,28 @@ def consumer_main(cfg_dict: dict, ep_dict: dict, topic: str, replica: int, conn,
         free = mark = now_ns()
         while True:
             c0 = now_ns()
-            got = receive(batch_max, POLL_S)
+            try:
+                if broker is None:
+                    raise _Down
+                got = receive(batch_max, POLL_S)
+            except Exception as exc:  # noqa: BLE001 - in a fault run: counted, then reconnect
+                if not survive:
+                    raise
+                if not isinstance(exc, _Down):
+                    errors["receive"] += 1
+                    if broker.reconnects_itself:
+                        time.sleep(BACKOFF_MIN_S)
+                        continue
+                    again.drop(broker)
+                broker = again.attempt()
+                if broker is None:
+                    if stop_evt.is_set():
+                        break
+                    time.sleep(BACKOFF_MIN_S)
+                else:
+                    receive, ack = broker.receive, broker.ack
+                mark = now_ns()
+                continue
             t = now_ns()
             if t >= next_check:  # an Event check costs ~1 us: look every 20 ms
                 if stop_evt.is_set():
@@ -222,7 +374,15 @@ def consumer_main(cfg_dict: dict, ep_dict: dict, topic: str, replica: int, conn,
             start = now_ns()
             steps = process(envs) if envs else ()
             end = now_ns()
-            ack(got)
+            try:
+                ack(got)
+            except Exception:  # noqa: BLE001 - in a fault run: counted (the broker redelivers them)
+                if not survive:
+                    raise
+                errors["ack"] += 1
+                if not broker.reconnects_itself:
+                    again.drop(broker)
+                    broker = None
             acked = now_ns()
             ack_call = acked - end
             rep.maybe_flush(acked)  # ships earlier batches only: this one's rows come next
@@ -233,10 +393,14 @@ def consumer_main(cfg_dict: dict, ep_dict: dict, topic: str, replica: int, conn,
             done += nb
             free = now_ns()
             rep.end_batch(nb, start - mark - in_calls + free - acked)
+            if survive:  # a replica may be SIGKILLed: ship each batch's records at once, not every 50 ms
+                rep.flush(free)
             mark = free
         rep.flush()
         stage.close()
-        rep.send_json(records.STOPPED, {"role": "consumer", "replica": replica, "done": done, "corrupt": corrupt})
+        rep.send_json(records.STOPPED, {"role": "consumer", "replica": replica, "done": done, "corrupt": corrupt,
+                                        "receive_errors": errors["receive"], "ack_errors": errors["ack"],
+                                        "reconnects": again.reconnects})
     except BaseException as exc:  # noqa: BLE001
         _fail(conn, f"stage B (consumer {replica})", exc)
     finally:

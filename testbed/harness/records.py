@@ -17,6 +17,7 @@ Stage B's per-batch costs are repeated on each message of the batch (whole batch
     b_harness  the batch's bookkeeping: decode, stamps, records, shipping records; everything in the
                loop but the receive calls, the stage's work and the ack call
     publish_call  (joined from stage A's publish record of the same seq) duration of the publish call
+    status     (publish record) ACKED, PUBLISH_FAILED or NOT_SENT: whether the broker acknowledged it
     a_harness  (frame record) stage A's bookkeeping for the frame: envelope building and encoding,
                stamps, records; the frame's loop time minus its work and its publish calls
 """
@@ -30,7 +31,13 @@ FRAME_FIELDS = [
     ("frame_id", "<u8"), ("first_seq", "<u8"), ("n", "<u4"), ("failed", "<u1"),
     ("intended", "<i8"), ("start", "<i8"), ("end", "<i8"), ("published", "<i8"), ("a_harness", "<i8"),
 ]
-PUBLISH_FIELDS = [("seq", "<u8"), ("publish_call", "<i8")]
+PUBLISH_FIELDS = [("seq", "<u8"), ("publish_call", "<i8"), ("status", "<u1")]
+#: ``status`` of a publish record: the broker acknowledged it (its reply, confirm, PubAck; for a client
+#: whose publish is asynchronous: no failure reported before the producer's final flush); it was handed
+#: over with no acknowledgement to wait for (an adapter whose ``acknowledged`` is false: fire and
+#: forget, or a mode that waits for no confirm); the publish failed with an error; or it was not attempted (no
+#: connection to the broker at the time). Higher is worse: a seq recorded twice keeps the higher.
+ACKED, SENT, PUBLISH_FAILED, NOT_SENT = 1, 2, 3, 4
 MESSAGE_FIELDS = [
     ("seq", "<u8"), ("frame_id", "<u8"), ("index", "<u4"), ("count", "<u4"), ("replica", "<u2"),
     ("batch", "<u2"), ("intended", "<i8"), ("published", "<i8"), ("received", "<i8"),

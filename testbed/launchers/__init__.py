@@ -12,7 +12,9 @@ spec (brokers/<name>/spec.py); none names a broker.
     auto       docker when an engine answers, else local
 
 Shared: base.py (handle, processes, ports, readiness), limits.py (--broker-cpus/--broker-memory),
-cleanup.py (what killed runs left), engine.py (the Docker engine), images.py (the image per broker).
+cleanup.py (what killed runs left; swept at the start of every launch), lifeline.py + watchdog.py
+(everything started dies with the run, even a SIGKILLed one), engine.py (the Docker engine), images.py
+(the image per broker).
 """
 from __future__ import annotations
 
@@ -39,11 +41,22 @@ def resolve_launcher(cfg: RunConfig) -> str:
 
 
 def launch(cfg: RunConfig, run_id: str, run_dir: str) -> BrokerHandle:
+    """The run's broker, after a sweep of what killed runs left (``cleanup.sweep``; what it removed is
+    listed in the endpoint's ``extra["swept"]``, so run.json records it)."""
     spec = brokers.spec(cfg.broker)
+    launcher = resolve_launcher(cfg)
+    from testbed.launchers.cleanup import sweep
+    swept = sweep(docker=launcher == "docker")
+    handle = _launch(cfg, run_id, run_dir, spec, launcher)
+    if swept:
+        handle.endpoint.extra["swept"] = swept
+    return handle
+
+
+def _launch(cfg: RunConfig, run_id: str, run_dir: str, spec, launcher: str) -> BrokerHandle:
     if not spec.needs_server:
         from testbed.launchers.embedded import launch as embedded
         return embedded(cfg, run_id, spec)
-    launcher = resolve_launcher(cfg)
     if launcher == "external":
         from testbed.launchers.external import launch as external
         return external(cfg)

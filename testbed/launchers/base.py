@@ -2,13 +2,14 @@
 
 ``LocalProcess`` starts a program as a private process: its own session (so Ctrl-C in the terminal
 reaches the orchestrator, which stops it in order, not the broker mid-run), its log file in the run
-folder. ``stop()`` ends the whole process group (TERM, then KILL after the process's grace) and removes
-its temporary folder; it is safe to call twice, and an ``atexit`` hook calls it if the orchestrator
-forgets. ``signal``/``pause``/``resume`` act on the whole group (for fault injection).
+folder, the parent-death signal (it dies with the orchestrator, even a SIGKILLed one: lifeline.py).
+``stop()`` ends the whole process group (TERM, then KILL after the process's grace) and removes its
+temporary folder; it is safe to call twice, and an ``atexit`` hook calls it if the orchestrator forgets. ``signal``/``pause``/``resume`` act on the whole group (for fault injection).
 """
 from __future__ import annotations
 
 import atexit
+import contextvars
 import os
 import shutil
 import signal
@@ -20,8 +21,17 @@ from collections.abc import Callable
 
 from brokers.base import Endpoint
 from testbed.errors import BrokerError
+from testbed.launchers import lifeline
 
 OWNER_FILE = "owner"
+#: set around a launch by whoever puts a proxy in front of the broker (network faults): called with the
+#: broker's named ports once they are picked, before it starts; returns {port name: port to advertise}
+PORTS_HOOK: contextvars.ContextVar = contextvars.ContextVar("testbed_ports_hook", default=None)
+
+
+def advertised_ports(ports: dict[str, int]) -> dict[str, int]:
+    hook = PORTS_HOOK.get()
+    return dict(hook(ports)) if hook is not None else {}
 
 
 def free_port() -> int:
@@ -68,6 +78,15 @@ class BrokerHandle:
     def resume(self) -> None:
         raise BrokerError(f"the {self.endpoint.launcher} launcher started no process to resume")
 
+    def kill(self) -> None:
+        """SIGKILL the broker (it stays down until ``restart``)."""
+        raise BrokerError(f"the {self.endpoint.launcher} launcher started no broker to kill")
+
+    def restart(self) -> None:
+        """Start the broker again on the same ports and data (a running one is stopped first);
+        returns once it answers a real round trip."""
+        raise BrokerError(f"the {self.endpoint.launcher} launcher started no broker to restart")
+
     def __enter__(self) -> "BrokerHandle":
         return self
 
@@ -93,7 +112,8 @@ class LocalProcess:
         self._log = open(log_path, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+                                         env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                                         preexec_fn=lifeline.die_with_parent())
         except FileNotFoundError:
             self._log.close()
             self._remove_tmp()
@@ -216,6 +236,41 @@ class LocalHandle(BrokerHandle):
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
 
+    #: set by the local launcher: () -> a new server process from the same recipe (same argv, ports,
+    #: folder and log), returned once it answers
+    respawn: Callable[[], "LocalProcess"] | None = None
+
+    def kill(self) -> None:
+        server = self.server
+        if server is None or server.proc is None:
+            return
+        try:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def restart(self) -> None:
+        if self.respawn is None:
+            raise BrokerError("this broker was not started from a recipe: it cannot be restarted")
+        old = self.server
+        if old is not None and old.alive():
+            old.signal(signal.SIGTERM)
+            try:
+                old.proc.wait(old.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if old is not None:
+            old.tmp_dir = None  # the folder (its data) is the new process's now
+            old.stop(timeout_s=1.0)
+        new = self.respawn()
+        self.processes[-1] = new
+        self.endpoint.extra["pid"] = new.pid
+        self.endpoint.extra["restarts"] = self.endpoint.extra.get("restarts", 0) + 1
+
     def stop(self) -> None:
         for p in reversed(self.processes):
             p.stop()
@@ -230,6 +285,7 @@ def write_owner(tmp_dir: str) -> None:
     import psutil
     with open(os.path.join(tmp_dir, OWNER_FILE), "w") as fh:
         fh.write(f"{os.getpid()} {psutil.Process().create_time():.3f}\n")
+    lifeline.track_dir(tmp_dir)  # removed (with what points into it) if this process dies first
 
 
 def resolve_binary(binary) -> str:

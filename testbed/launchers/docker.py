@@ -15,7 +15,8 @@
   environment either way.
 - Labels ``testbed=1``, ``testbed.run_id=<run id>``, ``testbed.broker`` (the image key), and the owner
   process (``testbed.owner_pid`` + ``testbed.owner_start``) so ``cleanup()`` never removes the container
-  of a run still going.
+  of a run still going. The owner's watchdog (lifeline.py) is told the container's name before it is
+  created: if the owner dies, even by SIGKILL, the watchdog removes it.
 - Ready = a real client round trip (the recipe's probe, else the adapter's ``connect`` +
   ``server_impl``). A container that exits meanwhile fails the launch with the last lines of its log.
 - Limits: ``--broker-cpus`` -> cpuset, ``--broker-memory`` -> memory limit (and no swap).
@@ -40,8 +41,9 @@ from brokers.base import Endpoint
 from brokers.spec import Context
 from testbed.config import RunConfig
 from testbed.errors import BrokerError, ConfigError
-from testbed.launchers import engine, images
-from testbed.launchers.base import BrokerHandle, ReadyProbe, free_port, impl_string, port_facts, port_in_use
+from testbed.launchers import engine, images, lifeline
+from testbed.launchers.base import (BrokerHandle, ReadyProbe, advertised_ports, free_port, impl_string, port_facts,
+                                    port_in_use)
 from testbed.launchers.limits import parse_cpus
 
 LABEL = "testbed"
@@ -85,7 +87,7 @@ def container_spec(cfg: RunConfig, image: images.ImageSpec) -> tuple[dict, str, 
     ports = dict(zip(recipe.ports, _ports(len(recipe.ports))))
     binaries = {b.name: b.in_container() for b in (recipe.server, *recipe.helpers)}
     folder = f"/tmp/testbed-{recipe.server.name}"
-    plan = recipe.plan(Context("docker", folder, ports, binaries, cfg, ""))
+    plan = recipe.plan(Context("docker", folder, ports, binaries, cfg, "", advertised=advertised_ports(ports)))
     kwargs = {"environment": dict(plan.env)} if plan.env else {}
     kwargs["working_dir"] = folder  # the engine makes it: the local launcher's private folder
     if not (plan.files or plan.dirs or plan.steps or plan.helpers):  # one command: no shell needed
@@ -99,12 +101,16 @@ def container_spec(cfg: RunConfig, image: images.ImageSpec) -> tuple[dict, str, 
 
 
 def script(plan, folder: str) -> str:
-    """The plan as one POSIX shell script: folders, files, steps, helpers (each waited for), server."""
+    """The plan as one POSIX shell script: folders, files, steps (once per container), helpers (each
+    waited for), server."""
     q = shlex.quote
     lines = ["set -e", f"mkdir -p {q(folder)}", f"cd {q(folder)}"]
     lines += [f"mkdir -p {q(os.path.join(folder, d))}" for d in plan.dirs]
     lines += [f"printf '%s' {q(text)} > {q(os.path.join(folder, rel))}" for rel, text in plan.files.items()]
-    lines += [" ".join(map(q, step.argv)) for step in plan.steps]
+    if plan.steps:  # once per container: a restart of the same container (restart-broker) keeps its data
+        lines.append("if [ ! -e .testbed-steps-done ]; then")
+        lines += ["  " + " ".join(map(q, step.argv)) for step in plan.steps]
+        lines += ["  touch .testbed-steps-done", "fi"]
     for h in plan.helpers:
         env = " ".join(f"{k}={q(v)}" for k, v in h.env.items())
         prefix = f"env {env} " if env else ""
@@ -172,6 +178,24 @@ class DockerHandle(BrokerHandle):
     def resume(self) -> None:
         self.container.unpause()
 
+    #: set by ``launch``: () -> wait until the restarted container answers a real round trip
+    wait_ready = None
+
+    def kill(self) -> None:
+        self.container.kill()
+
+    def restart(self) -> None:
+        """``docker start`` the same container: same ports (host network) and filesystem (its data)."""
+        self.container.reload()
+        if self.container.status == "paused":
+            self.container.unpause()
+        if self.container.status == "running":
+            self.container.stop(timeout=10)
+        self.container.start()
+        if self.wait_ready is not None:
+            self.wait_ready()
+        self.endpoint.extra["restarts"] = self.endpoint.extra.get("restarts", 0) + 1
+
     def stop(self) -> None:
         with self._lock:
             container, self.container = self.container, None
@@ -202,13 +226,16 @@ def _remove(container, log_path: str | None) -> None:
     for _ in range(3):
         try:
             container.remove(force=True)
-            return
+            break
         except Exception as exc:  # noqa: BLE001
             if "No such container" in str(exc) or "404" in str(exc):
-                return
+                break
             if "removal of container" in str(exc) and "already in progress" in str(exc):
-                return
+                break
             time.sleep(0.5)
+    else:
+        return  # still there: the watchdog keeps it on its list
+    lifeline.untrack_container(container.name)
 
 
 def _log_tail(container, lines: int = 5) -> str:
@@ -261,6 +288,7 @@ def launch(cfg: RunConfig, run_id: str, run_dir: str) -> DockerHandle:
     log_name = impl.local.server.name if impl.local else cfg.broker
     log_path = os.path.join(run_dir, f"broker-{log_name}.log")
     container = None
+    lifeline.track_container(host, name)  # before it exists: a kill during the create leaves none
     try:
         container = client.containers.run(image, detach=True, name=name, labels=labels, network_mode="host",
                                           **kwargs, **limits)
@@ -281,7 +309,9 @@ def launch(cfg: RunConfig, run_id: str, run_dir: str) -> DockerHandle:
             _remove(container, log_path)
         raise
     ep = Endpoint(cfg.broker, url, cfg.broker_opt, label, "docker", extra)
-    return DockerHandle(ep, client, container, log_path)
+    handle = DockerHandle(ep, client, container, log_path)
+    handle.wait_ready = lambda: _wait_ready(container, cfg, spec, impl, url, timeout)
+    return handle
 
 
 def _logs(container) -> str:
@@ -327,15 +357,18 @@ def _owner_alive(labels: dict) -> bool:
         return False
 
 
-def cleanup(include_live: bool = False) -> list[str]:
+def cleanup(include_live: bool = False, dead_owners_only: bool = False) -> list[str]:
     """Remove every container and network labelled ``testbed=1`` whose run is over (``include_live``:
-    also those of runs still going)."""
+    also those of runs still going; ``dead_owners_only``, the start-up sweep: only those that name an
+    owner process, which is gone)."""
     if not engine_answers():
         return ["no engine answers: nothing to clean"]
     client = engine.client()
     lines = []
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
         labels = c.labels or {}
+        if dead_owners_only and "testbed.owner_pid" not in labels:
+            continue
         if not include_live and _owner_alive(labels):
             lines.append(f"container {c.name} belongs to a run still going (pid {labels.get('testbed.owner_pid')}): "
                          "left alone")
@@ -343,6 +376,9 @@ def cleanup(include_live: bool = False) -> list[str]:
         _remove(c, None)
         lines.append(f"removed container {c.name} (run {labels.get('testbed.run_id', '?')})")
     for n in client.networks.list(filters={"label": f"{LABEL}=1"}):
+        if dead_owners_only and ("testbed.owner_pid" not in (n.attrs.get("Labels") or {})
+                                 or _owner_alive(n.attrs.get("Labels") or {})):
+            continue
         try:
             n.remove()
             lines.append(f"removed network {n.name}")

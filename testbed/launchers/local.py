@@ -21,8 +21,9 @@ from brokers.base import Endpoint
 from brokers.spec import Context, Step
 from testbed.config import RunConfig
 from testbed.errors import BrokerError, ConfigError
-from testbed.launchers.base import (LocalHandle, LocalProcess, ReadyProbe, impl_string, named_ports, port_facts,
-                                    private_tmp, resolve_binary, write_owner)
+from testbed.launchers import lifeline
+from testbed.launchers.base import (LocalHandle, LocalProcess, ReadyProbe, advertised_ports, impl_string,
+                                    named_ports, port_facts, private_tmp, resolve_binary, write_owner)
 from testbed.launchers.limits import apply_limits, parse_cpus
 
 HELPER_READY_S = 10.0
@@ -53,7 +54,8 @@ def start(cfg: RunConfig, run_id: str, run_dir: str, spec, impl) -> LocalHandle:
     procs: list[LocalProcess] = []
     try:
         write_owner(tmp)
-        plan = recipe.plan(Context("local", tmp, ports, binaries, cfg, run_id, _say))
+        plan = recipe.plan(Context("local", tmp, ports, binaries, cfg, run_id, _say,
+                                   advertised=advertised_ports(ports)))
         _write(tmp, plan)
         for step in plan.steps:
             _run_step(step, tmp)
@@ -84,7 +86,27 @@ def start(cfg: RunConfig, run_id: str, run_dir: str, spec, impl) -> LocalHandle:
     except BaseException:
         _stop(procs, tmp)
         raise
-    return LocalHandle(Endpoint(cfg.broker, url, cfg.broker_opt, label, "local", extra), procs)
+    handle = LocalHandle(Endpoint(cfg.broker, url, cfg.broker_opt, label, "local", extra), procs)
+
+    def respawn() -> LocalProcess:
+        """The server again, same argv, ports, folder and log (fault injection: restart-broker)."""
+        again = LocalProcess(name, plan.argv, log_path, env=plan.env, cwd=tmp, tmp_dir=tmp,
+                             stop_grace_s=recipe.stop_grace_s, on_exit=plan.on_exit)
+        if cfg.broker_cpus:
+            apply_limits(cfg, again.pid, {})
+        ready = ReadyProbe(spec, recipe, url, impl.impl_label(), "local")
+        try:
+            again.wait_ready(ready, recipe.start_timeout_s, f" after a restart (log: {log_path})")
+        except BaseException:
+            again.tmp_dir = None  # the handle's stop() removes the folder
+            again.stop(timeout_s=1.0)
+            raise
+        finally:
+            ready.close()
+        return again
+
+    handle.respawn = respawn
+    return handle
 
 
 def _write(folder: str, plan) -> None:
@@ -98,7 +120,7 @@ def _write(folder: str, plan) -> None:
 def _run_step(step: Step, cwd: str) -> None:
     try:
         done = subprocess.run(step.argv, capture_output=True, text=True, timeout=step.timeout_s,
-                              stdin=subprocess.DEVNULL, cwd=cwd)
+                              stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=lifeline.die_with_parent())
     except subprocess.TimeoutExpired:
         raise BrokerError(f"{step.name} did not finish within {step.timeout_s:g}s") from None
     if done.returncode != 0:

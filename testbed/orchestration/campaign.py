@@ -21,7 +21,7 @@ from testbed.errors import BrokerError, ConfigError, TestbedError
 
 #: Fields that define the broker a run needs; runs that agree on them share one broker.
 BROKER_KEYS = ("broker", "broker_impl", "launcher", "broker_url", "broker_opt", "broker_cpus",
-               "broker_memory", "broker_heap", "no_build", "connect_timeout")
+               "broker_memory", "broker_heap", "no_build", "connect_timeout", "delivery")
 
 
 def broker_key(cfg: RunConfig) -> tuple:
@@ -89,6 +89,9 @@ class Campaign:
     def run(self, cfg: RunConfig, run_id: str | None = None, progress=None, hooks=()):
         """One run of ``cfg`` on the campaign's broker (``execute``'s RunResult; its errors propagate)."""
         from testbed.orchestration.execute import execute
+        if cfg.faults:  # a fault run kills and restarts its broker (and may proxy it): one of its own
+            self.reset()
+            return execute(cfg, progress=progress, run_id=run_id, hooks=hooks)
         handle = self.broker(cfg, progress)
         return execute(cfg, progress=progress, run_id=run_id, broker_handle=handle, hooks=hooks)
 

@@ -24,6 +24,7 @@ class Collector:
         self.errors: list[str] = []
         self.failed: list[dict] = []
         self.corrupt = 0
+        self.survived: dict[str, int] = {}  # stage B's errors and reconnects in a fault run
         self.sent = 0          # messages stage A reported (frame records)
         self.finished = 0      # message records from stage B (duplicates included)
         self.distinct = 0      # distinct seqs finished at least once
@@ -86,6 +87,9 @@ class Collector:
         elif tag == records.STOPPED:
             self.stopped.add(idx)
             self.corrupt += int(body.get("corrupt", 0))
+            for k in ("receive_errors", "ack_errors", "reconnects"):  # fault runs: what stage B survived
+                if body.get(k):
+                    self.survived[k] = self.survived.get(k, 0) + int(body[k])
         elif tag == records.FAILED:
             self.failed.append(body)
         elif tag == records.ERROR:
@@ -109,6 +113,9 @@ class Collector:
 
     def frames_array(self) -> np.ndarray:
         return np.concatenate(self.frames) if self.frames else np.zeros(0, records.FRAME_DTYPE)
+
+    def publishes_array(self) -> np.ndarray:
+        return np.concatenate(self.publishes) if self.publishes else np.zeros(0, records.PUBLISH_DTYPE)
 
     def messages_array(self) -> np.ndarray:
         m = np.concatenate(self.messages) if self.messages else np.zeros(0, self.msg_dtype)

@@ -83,11 +83,14 @@ class RunState:
     complete: bool = False
     error: str = ""
     options: dict | None = None    # the adapter's resolved options
+    faults: object = None          # the FaultHook of a run with faults (testbed/faults/hook.py)
 
 
 class RunHook:
     """Acts on a run while it runs (e.g. a fault schedule). Every method is optional.
 
+    ``on_broker(run, stack)`` once the broker is up, before the topic and the stages (a hook may set
+    ``run.stage_endpoint``: where the stages connect instead, e.g. a proxy; undo on ``stack``);
     ``on_start(run)`` once, when the load starts (``run.state.t0`` is set); ``on_tick(run, now_ns)`` from
     the orchestrator's loop, at least every 100 ms during load and drain; ``on_stop(run)`` before the
     stages are stopped, also on errors and Ctrl-C (to undo what the hook did: resume a paused broker).
@@ -152,6 +155,16 @@ class Run:
         self.state = RunState(cfg, self.run_id, run_dir, a_steps, b_steps,
                               _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
         self._last = (0, 0)
+        self.stage_endpoint = None     # set by a hook: where the stages connect (default: the broker)
+        self.ports_hook = None         # set by a hook: called with the broker's ports before it starts
+        self.broker_faulted = False    # set by a fault hook: skip sampling the broker meanwhile
+        self.reconnect_admin = False   # set by a fault hook after a broker restart
+        if cfg.faults:
+            from testbed.faults.hook import FaultHook
+            self.state.faults = FaultHook.from_config(cfg, run_dir)
+            self.hooks.append(self.state.faults)
+            if self.given_handle is None:
+                self.ports_hook = self.state.faults.ports_hook()
 
     # -- the whole run --------------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -163,6 +176,8 @@ class Run:
                 with contextlib.ExitStack() as stack:
                     try:
                         self.start_broker(stack)
+                        for h in self.hooks:
+                            _call(h, "on_broker", self, stack)
                         self.make_topic(stack)
                         self.start_stages(stack)
                         self.wait_ready()
@@ -197,7 +212,13 @@ class Run:
     def start_broker(self, stack: contextlib.ExitStack) -> None:
         """The broker: the caller's (a campaign's), or one launched here and stopped at the end."""
         if self.handle is None:
-            self.handle = launch(self.cfg, self.run_id, self.state.run_dir)
+            from testbed.launchers.base import PORTS_HOOK
+            token = PORTS_HOOK.set(self.ports_hook) if self.ports_hook is not None else None
+            try:
+                self.handle = launch(self.cfg, self.run_id, self.state.run_dir)
+            finally:
+                if token is not None:
+                    PORTS_HOOK.reset(token)
             stack.callback(self.handle.stop)
         self.state.handle = self.handle
 
@@ -209,7 +230,7 @@ class Run:
         stack.callback(self._delete_topic)
 
     def start_stages(self, stack: contextlib.ExitStack) -> None:
-        self.stages = Stages(self.cfg, self.handle.endpoint, self.topic)
+        self.stages = Stages(self.cfg, self.stage_endpoint or self.handle.endpoint, self.topic)
         self.collector = Collector(self.stages.conns, self.msg_dtype)
         self.state.collector = self.collector
         stack.callback(self.stop)
@@ -301,7 +322,13 @@ class Run:
     def _tick(self, now: int) -> None:
         s, col = self.state, self.collector
         sec = int((self._next_tick - s.t0) // TICK_NS) - 1
-        s.samples[sec] = _sample(self.handle, self.admin, self.topic)
+        if self.reconnect_admin:  # the broker was restarted: the admin client's connection is gone, and a
+            self.reconnect_admin = False  # broker that kept nothing (in memory) lost the run's topic
+            with contextlib.suppress(Exception):
+                self.admin.close()
+                self.admin.connect(min(2.0, self.cfg.connect_timeout))
+                self.admin.ensure_topic(self.topic, max(1, self.cfg.replicas))
+        s.samples[sec] = {} if self.broker_faulted else _sample(self.handle, self.admin, self.topic)
         if self.progress:
             phase = "load" if now < s.t0 + int(self.cfg.duration * 1e9) else "drain"
             self.progress(progress_line(sec + 1, phase, col.sent - self._last[0], col.finished - self._last[1],
@@ -375,8 +402,15 @@ def _write(s: RunState) -> RunResult:
     frames = col.frames_array() if col else np.zeros(0, records.FRAME_DTYPE)
     messages = col.messages_array() if col else np.zeros(0, records.message_dtype(s.a_steps, s.b_steps))
     data = RunData(cfg, s.t0 or time.monotonic_ns(), frames, messages, s.a_steps, s.b_steps, s.samples,
-                   col.failed if col else [], col.corrupt if col else 0, s.end_ns or time.monotonic_ns())
+                   col.failed if col else [], col.corrupt if col else 0, s.end_ns or time.monotonic_ns(),
+                   publishes=col.publishes_array() if col else None,
+                   publish_errors=(col.done or {}).get("publish_errors", {}) if col else {})
     summary, ts, acc = summarize(data)
+    fault_rows = []
+    if s.faults is not None:
+        from testbed.faults.recovery import fault_figures
+        fault_rows, fault_summary = fault_figures(data, ts, s.faults.windows(), acc)
+        summary.update(fault_summary)
     env = environment()
     ep = s.handle.endpoint if s.handle is not None else None
     row = {
@@ -393,6 +427,9 @@ def _write(s: RunState) -> RunResult:
     report.write_summary(os.path.join(run_dir, "summary.csv"), row)
     if s.t0:  # the load never started: there is no time series to write
         report.write_csv(os.path.join(run_dir, "timeseries.csv"), ts)
+    if s.faults is not None:
+        from testbed.faults.recovery import FAULT_COLUMNS
+        report.write_csv(os.path.join(run_dir, "faults.csv"), fault_rows, FAULT_COLUMNS)
     if not cfg.no_trace and s.t0:
         report.write_messages(os.path.join(run_dir, "messages.csv"), messages, acc.first, frames,
                               acc.lost_seqs, s.t0)
@@ -406,6 +443,10 @@ def _write(s: RunState) -> RunResult:
                    "options": s.options if s.options is not None else brokers_options(cfg),
                    "launch": ep.extra if ep else {}},
         "stages": stage_info, "failed_frames": col.failed[:1000] if col else [],
+        "delivery": cfg.delivery or "broker default",
+        "faults": {**s.faults.info(), "publish_errors": data.publish_errors,
+                   "stage_a_reconnects": (col.done or {}).get("reconnects", 0) if col else 0,
+                   "stage_b": col.survived if col else {}} if s.faults is not None else None,
         "environment": env,
     }
     report.write_json(os.path.join(run_dir, "run.json"), meta)

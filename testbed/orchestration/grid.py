@@ -171,6 +171,12 @@ def _suggest(key: str, allowed) -> str:
 def _convert(key: str, value, keys: tuple, where: _Where):
     """A YAML value as the field's type, or an error naming the key and its line."""
     t = _type_of(key)
+    if key == "faults":  # one schedule: a list of fault strings or mappings (config.validate checks them)
+        from testbed.config import faults_value
+        try:
+            return faults_value(value, "faults")
+        except ConfigError as exc:
+            raise where.error(keys, str(exc)) from None
     if key == "broker_opt":
         if not isinstance(value, dict):
             raise where.error(keys, f"{value!r} is not allowed: broker_opt is a mapping of option: value")

@@ -70,6 +70,7 @@ class Outcome:
     probes: list = field(default_factory=list)
     out: str = ""
     limited_by: str = ""          # the summary's limited_by at the rate found ("" if not known)
+    twin_guess: float | None = None  # the twin's predicted answer, when the search was bracketed from it
 
 
 def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
@@ -85,8 +86,9 @@ def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
     return True, f"p99 {p99:.2f} ms <= {slo_ms:g} ms, stable"
 
 
-def find(cfg: RunConfig, search: Search, out: str, live=None) -> Outcome:
-    """Run the search; every probe writes a run folder under ``out``; maxrate.csv lists them."""
+def find(cfg: RunConfig, search: Search, out: str, live=None, twin_guess: float | None = None) -> Outcome:
+    """Run the search; every probe writes a run folder under ``out``; maxrate.csv lists them. With
+    ``twin_guess`` (the twin's predicted answer, ``twin_max_rate``) the first probes bracket it."""
     search.check()
     os.makedirs(out, exist_ok=True)
     probes: list[dict] = []
@@ -117,7 +119,11 @@ def find(cfg: RunConfig, search: Search, out: str, live=None) -> Outcome:
                 live.log(f"probe {n}: {pcfg.rate:g} frames/s -> {'pass' if ok else 'FAIL'} ({why}{limit})")
             return ok
 
-        outcome = _search(probe, search, probes, out)
+        if twin_guess:
+            outcome = _search_from_guess(probe, search, probes, out, twin_guess)
+            outcome.twin_guess = twin_guess
+        else:
+            outcome = _search(probe, search, probes, out)
     outcome.limited_by = next((p.get("limited_by") or "" for p in probes if p["passed"] and p["rate"] == outcome.rate),
                               "")
     return outcome
@@ -154,6 +160,54 @@ def _search(probe, search: Search, probes: list, out: str) -> Outcome:
                    probes, out)
 
 
+def _search_from_guess(probe, search: Search, probes: list, out: str, guess: float) -> Outcome:
+    """Bracket the answer around the twin's guess: probe just below it (stepping down until a pass) and
+    just above it (stepping up until a fail), then bisect as ``_search`` does."""
+    step = max(search.tolerance, 0.05)
+    lo = min(max(search.min_rate, guess * (1 - step)), search.max_rate)
+    hi = None
+    while not probe(lo):
+        hi = lo
+        if lo <= search.min_rate:
+            return Outcome(None, False, f"cannot bracket the answer: even --min-rate {lo:g} frames/s fails "
+                                        f"({probes[-1]['reason']}); lower --min-rate", probes, out)
+        if len(probes) >= search.max_probes:
+            return Outcome(None, False, f"no passing rate within --max-probes {search.max_probes} below the "
+                                        f"twin's guess {guess:g} frames/s", probes, out)
+        lo = max(search.min_rate, lo * (1 - 3 * step))
+    if hi is None:
+        hi = min(search.max_rate, max(lo * (1 + search.tolerance) * 1.0001, guess * (1 + step)))
+        while probe(hi):
+            lo = hi
+            if hi >= search.max_rate:
+                return Outcome(lo, False, f"cannot bracket the answer: --max-rate {hi:g} frames/s still passes; "
+                                          "the highest sustainable rate is at least that (raise --max-rate)",
+                               probes, out)
+            if len(probes) >= search.max_probes:
+                return Outcome(lo, False, f"cannot bracket the answer within --max-probes {search.max_probes}: "
+                                          f"{lo:g} frames/s passes", probes, out)
+            hi = min(search.max_rate, hi * (1 + 3 * step))
+    while hi / lo > 1 + search.tolerance and len(probes) < search.max_probes:
+        mid = (lo + hi) / 2
+        if probe(mid):
+            lo = mid
+        else:
+            hi = mid
+    close = hi / lo <= 1 + search.tolerance
+    note = "" if close else f" (stopped by --max-probes {search.max_probes}: the answer is below {hi:g})"
+    return Outcome(lo, True, f"highest sustainable rate: {lo:g} frames/s (passes; {hi:g} fails; bracketed "
+                             f"from the twin's {guess:g}){note}", probes, out)
+
+
+def twin_max_rate(cfg: RunConfig, search: Search, profile_path: str) -> float | None:
+    """The twin's answer to the search (same duration and seed as the real probes), or None."""
+    from testbed.twin.advise import max_rate
+    from testbed.twin.profile import load
+    rate, _ = max_rate(load(profile_path, "--use-twin"), cfg, search.slo_p99_ms, search.min_rate, search.max_rate,
+                       tolerance=search.tolerance / 2, reps=3, same_seed=True, keep_duration=True)
+    return rate
+
+
 def default_out(cfg: RunConfig) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return cfg.out or os.path.join("results", f"maxrate-{cfg.broker}-{stamp}")
@@ -183,18 +237,20 @@ def _f(v, nd: int = 2) -> str:
     return "-" if math.isnan(x) else f"{x:.{nd}f}"
 
 
-def main_branch(cfg: RunConfig, search: Search, quiet: bool) -> int:
-    """The ``--find-max-rate`` branch of testbed.run: search, print the table and the answer."""
+def main_branch(cfg: RunConfig, search: Search, quiet: bool, use_twin: str = "") -> int:
+    """The ``--find-max-rate`` branch of testbed.run: search, print the table and the answer. With
+    ``use_twin`` (a profile), the twin's predicted answer brackets the first probes."""
     from rich.console import Console
 
     from testbed.orchestration.live import LiveRuns
     search.check()
+    guess = twin_max_rate(cfg, search, use_twin) if use_twin else None
     out = default_out(cfg)
     if os.path.exists(os.path.join(out, "maxrate.csv")):
         raise ConfigError(f"--out {out!r} already holds a max-rate search (maxrate.csv); choose another folder")
     cfg.out = ""
     with LiveRuns(search.max_probes, f"max-rate {cfg.broker}", quiet=quiet) as live:
-        outcome = find(cfg, search, out, live)
+        outcome = find(cfg, search, out, live, guess)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
@@ -205,6 +261,9 @@ def main_branch(cfg: RunConfig, search: Search, quiet: bool) -> int:
                       f"{limit}", highlight=False)
     else:
         console.print(outcome.message, highlight=False)
+    if use_twin:
+        console.print(f"twin's predicted answer: {guess:g} frames/s" if guess else
+                      "the twin predicts no passing rate in range: searched without it", highlight=False)
     console.print(f"{len(outcome.probes)} runs; results in {out} (maxrate.csv)", highlight=False)
     return 0 if outcome.bracketed else 1
 

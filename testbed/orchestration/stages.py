@@ -9,13 +9,19 @@ collector picks up through ``Collector.replace``.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 import threading
 import time
 
 import brokers
 from testbed.config import RunConfig
+from testbed.launchers import lifeline
 
 STOP_TIMEOUT_S = 15.0
+#: GIL switch interval while stages run as threads: a stage waking from a sleep must not wait up to
+#: Python's default 5 ms for a thread that holds the GIL (that wait would lengthen its service time).
+THREAD_SWITCH_INTERVAL_S = 0.0002
 
 
 class _Shared:
@@ -57,8 +63,9 @@ class Stages:
             args, name = (self._cfg_d, self._ep_d, self._topic, replica, w, *common), f"stage-B-{replica}"
         if self.in_process:
             worker = threading.Thread(target=target, args=args, name=name, daemon=True)
-        else:
-            worker = self._ctx.Process(target=target, args=args, name=name, daemon=True)
+        else:  # the process dies with the orchestrator, even a SIGKILLed one
+            worker = self._ctx.Process(target=lifeline.run_child, args=(os.getpid(), target, *args), name=name,
+                                       daemon=True)
         return worker, r, w
 
     def _add(self, worker, r, w, name) -> None:
@@ -69,6 +76,9 @@ class Stages:
 
     # -- life cycle ---------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.in_process:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(THREAD_SWITCH_INTERVAL_S)
         for wk in self.workers:
             wk.start()
         if not self.in_process:
@@ -91,6 +101,8 @@ class Stages:
         if not self.in_process:
             for wk in self.workers:
                 _end(wk)
+        elif getattr(self, "_switch_interval", None):
+            sys.setswitchinterval(self._switch_interval)
 
     # -- one replica, mid-run (fault injection) -----------------------------------------------------
     def replica_slot(self, replica: int) -> int:

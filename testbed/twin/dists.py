@@ -1,8 +1,8 @@
 """Empirical distributions kept as quantiles, so a profile holds the tail and not only the mean.
 
-A ``Dist`` is the sorted quantiles of a sample at evenly spaced probabilities (``POINTS`` of them, plus
-the sample's minimum and maximum at the ends); drawing from it is inverse-CDF sampling with linear
-interpolation between quantiles. A table of a few percentiles (a YAML stage table, a Triton
+A ``Dist`` is the quantiles of a sample at fixed probabilities (``GRID``: every 0.5% up to p99, then
+finer steps up to p99.99, and the maximum), so the tail keeps its shape; drawing from it is inverse-CDF
+sampling with linear interpolation between quantiles. A table of a few percentiles (a YAML stage table, a Triton
 perf_analyzer CSV) gives a ``Dist`` the same way, through the points it has.
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POINTS = 257  # quantiles kept per distribution (probabilities 0, 1/256, ..., 1)
+GRID = np.unique(np.round(np.concatenate([np.linspace(0, 0.99, 199), np.linspace(0.99, 0.999, 19),
+                                           np.linspace(0.999, 0.9999, 10), [1.0]]), 6))
+POINTS = len(GRID)
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,8 @@ class Dist:
         x = x[np.isfinite(x)]
         if not len(x):
             return None
-        p = np.linspace(0.0, 1.0, POINTS)
-        v = np.quantile(x, p)
-        return cls(tuple(float(a) for a in p), tuple(float(round(b, 1)) for b in v), int(len(x)))
+        v = np.quantile(x, GRID)
+        return cls(tuple(float(a) for a in GRID), tuple(float(b) for b in v), int(len(x)))
 
     @classmethod
     def constant(cls, value: float) -> "Dist":
@@ -75,14 +76,15 @@ class Dist:
         return Dist(self.probs, tuple(v + ns for v in self.values), self.count)
 
     def to_json(self) -> dict:
-        if len(self.probs) == POINTS and np.allclose(self.probs, np.linspace(0, 1, POINTS)):
-            return {"n": self.count, "q": [round(v, 1) for v in self.values]}
-        return {"n": self.count, "p": list(self.probs), "q": [round(v, 1) for v in self.values]}
+        q = [float(f"{v:.6g}") for v in self.values]
+        if len(self.probs) == POINTS and np.allclose(self.probs, GRID):
+            return {"n": self.count, "q": q}
+        return {"n": self.count, "p": list(self.probs), "q": q}
 
     @classmethod
     def from_json(cls, d: dict) -> "Dist":
         q = [float(v) for v in d["q"]]
-        p = [float(v) for v in d["p"]] if "p" in d else list(np.linspace(0, 1, len(q)))
+        p = [float(v) for v in d["p"]] if "p" in d else list(GRID)
         return cls(tuple(p), tuple(q), int(d.get("n", 0)))
 
 
@@ -103,6 +105,5 @@ def pooled(dists) -> "Dist | None":
     order = np.argsort(samples)
     cw = np.cumsum(w[order])
     cw /= cw[-1]
-    p = np.linspace(0, 1, POINTS)
-    v = np.interp(p, cw, samples[order])
-    return Dist(tuple(float(a) for a in p), tuple(float(round(b, 1)) for b in v), int(sum(d.count for d in dists)))
+    v = np.interp(GRID, cw, samples[order])
+    return Dist(tuple(float(a) for a in GRID), tuple(float(b) for b in v), int(sum(d.count for d in dists)))

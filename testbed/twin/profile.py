@@ -429,7 +429,8 @@ class Profile:
 
 
 def run_folders(paths) -> list[str]:
-    """Run folders under each path (a run folder itself, or a sweep folder holding run folders)."""
+    """Run folders under each path (a run folder itself, or a sweep folder holding run folders; folders
+    whose name starts with ``_``, a sweep's failed runs and broker logs, are left out)."""
     out = []
     for p in paths:
         if os.path.isfile(os.path.join(p, "run.json")):
@@ -437,7 +438,8 @@ def run_folders(paths) -> list[str]:
             continue
         if not os.path.isdir(p):
             raise ConfigError(f"{p!r} is neither a run folder nor a folder of runs")
-        found = sorted(os.path.join(dp, "") .rstrip("/") for dp, _, files in os.walk(p) if "run.json" in files)
+        found = sorted(dp for dp, _, files in os.walk(p) if "run.json" in files
+                       and not any(part.startswith("_") for part in os.path.relpath(dp, p).split(os.sep)))
         if not found:
             raise ConfigError(f"{p!r} holds no run folder (no run.json under it)")
         out.extend(found)
@@ -504,14 +506,14 @@ def save(prof: Profile, path: str) -> None:
     write_json(path, prof.to_json())
 
 
-def load(path: str) -> Profile:
+def load(path: str, flag: str = "--profile") -> Profile:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except OSError as exc:
-        raise ConfigError(f"--profile {path!r} cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"{flag} {path!r} cannot be read: {exc.strerror}") from None
     except ValueError:
-        raise ConfigError(f"--profile {path!r} is not JSON (make one with python -m testbed.profile)") from None
+        raise ConfigError(f"{flag} {path!r} is not JSON (make one with python -m testbed.profile)") from None
     if not isinstance(data, dict) or "brokers" not in data:
-        raise ConfigError(f"--profile {path!r} is not a profile (make one with python -m testbed.profile)")
+        raise ConfigError(f"{flag} {path!r} is not a profile (make one with python -m testbed.profile)")
     return Profile.from_json(data)

@@ -13,7 +13,8 @@ Timeline of a message at stage B:
     batch_max and waits until r0 + batch_wait for more (a full batch starts when its last message came);
     service starts after decoding (pre), ends after the batch's service, and the replica is free again
     after the ack call and bookkeeping (post).
-Dispatch: ``shared`` (one FIFO queue, the head goes to the replica free first) or ``dealt`` (a queue per
+Dispatch: ``shared`` (one FIFO queue, the head goes to the replica free first; while one replica waits
+to fill a batch, a message goes to whichever replica asked for work first) or ``dealt`` (a queue per
 replica, filled at publish: round-robin, or by a given replica per message).
 
 Exact recursions, no event library: a queue without batching is a Lindley recursion, vectorised
@@ -33,7 +34,7 @@ import numpy as np
 from testbed.analysis import queueing as q
 from testbed.load import schedule
 from testbed.load.distributions import LOGNORMAL_SIGMA, Fanout, rng_for
-from testbed.twin.dists import Dist
+from testbed.twin.dists import GRID, Dist
 
 CHUNK = 4096
 
@@ -48,7 +49,7 @@ class Model:
     costs: dict                      # hop, recv, a_gap, a_post, a_over, b_over, b_pre {k}, b_post {k}
     stage_a: dict | None = None      # {"pre": Dist, "fanout": {n: count}}
     stage_b: dict | None = None      # {k: Dist}: service of a batch of k
-    assign: np.ndarray | None = None  # dealt: the replica of each message (default: round-robin)
+    assign: np.ndarray | None = None  # dealt, the config's own seed: each message's replica (else round-robin)
     notes: list = field(default_factory=list)
 
 
@@ -117,7 +118,7 @@ def interpolated(table: dict, k: int) -> Dist:
     if lo is None or hi is None:
         return table[lo if hi is None else hi]
     w = (k - lo) / (hi - lo)
-    p = np.linspace(0, 1, 257)
+    p = GRID
     a, b = table[lo], table[hi]
     v = (1 - w) * np.interp(p, a.probs, a.values) + w * np.interp(p, b.probs, b.values)
     return Dist(tuple(p), tuple(float(x) for x in v), 0)
@@ -258,6 +259,67 @@ def _walk(avail: list, servers: int, bm: int, wait: int, costs: BatchCosts, ids:
     return free_b, recd, st, en, srv, bsz
 
 
+def _compete(avail: list, servers: int, bm: int, wait: int, costs: BatchCosts, ids: list):
+    """Replicas behind one FIFO queue when they batch with a wait: a replica filling its batch asks for
+    more as every other idle replica does, and each message goes to the request made first (as blocked
+    readers of one stream or queue are served), so an idle replica can take a message while another
+    still waits to fill its batch."""
+    n = len(avail)
+    free_b = [0] * n
+    recd = [0] * n
+    st = [0] * n
+    en = [0] * n
+    srv = [0] * n
+    bsz = [0] * n
+    F = [0] * servers            # when each replica was last free
+    key = [(0, r) for r in range(servers)]  # (when its pending request was made, order made)
+    filling = [None] * servers   # [first receive, deadline, members]
+    counter = servers
+    take_recv = costs.recv.take
+
+    def close(r: int, begin: int) -> None:
+        nonlocal counter
+        r0, _, members = filling[r]
+        k = len(members)
+        s0 = begin + costs.pool("pre", k).take()
+        e = s0 + costs.service(ids[r], k)
+        for m in members:
+            free_b[m] = F[r]
+            st[m] = s0
+            en[m] = e
+            srv[m] = ids[r]
+            bsz[m] = k
+        F[r] = e + costs.pool("post", k).take()
+        key[r] = (F[r], counter)
+        counter += 1
+        filling[r] = None
+
+    for j in range(n):
+        a = avail[j]
+        for r in range(servers):
+            f = filling[r]
+            if f is not None and f[1] < a:
+                close(r, f[1])
+        r = min(range(servers), key=key.__getitem__)
+        f = filling[r]
+        if f is None:
+            t = max(a, F[r] + take_recv())
+            recd[j] = t
+            filling[r] = [t, t + wait, [j]]
+        else:
+            t = max(a, key[r][0])
+            recd[j] = t
+            f[2].append(j)
+        key[r] = (t, counter)
+        counter += 1
+        if len(filling[r][2]) == bm:
+            close(r, t)
+    for r in range(servers):
+        if filling[r] is not None:
+            close(r, filling[r][1])
+    return free_b, recd, st, en, srv, bsz
+
+
 def simulate(model: Model, rep: int = 0, seed: int | None = None) -> Sim:
     """One replication. ``seed``: the run seed (arrivals, fan-out, stage draws; default the config's);
     ``rep`` picks the twin's own draws from the profile."""
@@ -325,7 +387,8 @@ def simulate(model: Model, rep: int = 0, seed: int | None = None) -> Sim:
     if model.dispatch == "shared":
         queues = [(np.arange(n), list(range(servers)))]
     else:
-        who = (np.arange(n) % servers) if model.assign is None else np.asarray(model.assign, dtype=np.int64)
+        own = model.assign is not None and len(model.assign) == n and seed == cfg.seed
+        who = np.asarray(model.assign, dtype=np.int64) if own else np.arange(n) % servers
         queues = [(np.flatnonzero(who == r), [r]) for r in range(servers)]
     for idx, ids in queues:
         if not len(idx):
@@ -336,7 +399,8 @@ def simulate(model: Model, rep: int = 0, seed: int | None = None) -> Sim:
             fb, rc, s0, e = _lindley(a, rcv, pre, svc, post)
             free[idx], received[idx], start[idx], end[idx], server[idx] = fb, rc, s0, e, ids[0]
         else:
-            fb, rc, s0, e, sv, bs = _walk(a.tolist(), len(ids), bm, wait, costs, ids)
+            walk = _compete if len(ids) > 1 and bm > 1 and wait > 0 else _walk
+            fb, rc, s0, e, sv, bs = walk(a.tolist(), len(ids), bm, wait, costs, ids)
             free[idx], received[idx], start[idx], end[idx] = fb, rc, s0, e
             server[idx], batch[idx] = sv, bs
     return Sim(offsets, counts, a_end, a_done, intended, published, free, received, start, end, server, batch)

@@ -7,6 +7,7 @@ what it can do (``capabilities``) and how to test it quickly (``testing``: optio
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 import uuid
@@ -52,7 +53,20 @@ class BrokerCase:
         cfg = RunConfig(broker=cls.broker, launcher=cls.launcher, broker_impl=cls.broker_impl,
                         broker_opt=dict(cls.settings().options))
         run_dir = tempfile.mkdtemp(prefix=f"conformance-{cls.broker}-")
-        return launch(cfg, f"conf-{uuid.uuid4().hex[:8]}", run_dir)
+        try:
+            handle = launch(cfg, f"conf-{uuid.uuid4().hex[:8]}", run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return handle, run_dir
+
+    @staticmethod
+    def _release(handle, run_dir: str) -> None:
+        """Stop the broker and remove its run folder (its log)."""
+        try:
+            handle.stop()
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -61,22 +75,22 @@ class BrokerCase:
         if not cls.spec().needs_server:
             yield None
             return
-        handle = cls._launch()
+        handle, run_dir = cls._launch()
         try:
             yield handle
         finally:
-            handle.stop()
+            cls._release(handle, run_dir)
 
     @pytest.fixture
     def endpoint(self, _server):
         if _server is not None:
             yield _server.endpoint
             return
-        handle = self._launch()  # embedded: a fresh endpoint per test
+        handle, run_dir = self._launch()  # embedded: a fresh endpoint per test
         try:
             yield handle.endpoint
         finally:
-            handle.stop()
+            self._release(handle, run_dir)
 
     @pytest.fixture(autouse=True)
     def _known_gap(self, request):
