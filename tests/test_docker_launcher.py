@@ -161,6 +161,11 @@ def test_sigint_during_start_up_leaves_no_container(tmp_path):
     proc, output = _sigint(args, tmp_path)
     assert proc.returncode != 0
     assert "Traceback" not in output and "load]" not in output, output[-2000:]
+    # the launcher removes what it created; a create the Ctrl-C cut short is the run's watchdog's to
+    # remove once the run has exited: give it a few seconds
+    deadline = time.monotonic() + 10
+    while containers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not containers_of(proc.pid)
 
 

@@ -238,6 +238,14 @@ def _remove(container, log_path: str | None) -> None:
     lifeline.untrack_container(container.name)
 
 
+def _by_name(client, name: str):
+    """The container called ``name``, or None (never created, or already gone)."""
+    try:
+        return client.containers.get(name)
+    except Exception:  # noqa: BLE001 - not there (or the engine is gone: the watchdog tries again)
+        return None
+
+
 def _log_tail(container, lines: int = 5) -> str:
     try:
         text = container.logs(tail=lines).decode("utf-8", "replace")
@@ -305,6 +313,8 @@ def launch(cfg: RunConfig, run_id: str, run_dir: str) -> DockerHandle:
         why = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
         raise BrokerError(f"docker could not start {image}: {why}") from None
     except BaseException:
+        # a Ctrl-C during the create can leave a container the client never handed back: find it by name
+        container = container or _by_name(client, name)
         if container is not None:
             _remove(container, log_path)
         raise
