@@ -52,7 +52,9 @@ def test_bounce_at_least_once_loses_nothing_acknowledged(tmp_path):
     assert actions(meta) == [("broker", "kill", ""), ("broker", "restart", "")]
     assert meta["broker"]["launch"]["restarts"] == 1
     assert s["lost_acked"] == 0
-    assert s["lost"] == s["lost_unacked"] == s["publish_errors"]  # only what stage A could not publish
+    # only what stage A could not publish is lost; a publish whose reply the kill cut off may still have
+    # reached the broker (counted as an error, then delivered), so errors can exceed the loss
+    assert s["lost"] == s["lost_unacked"] <= s["publish_errors"]
     assert s["publish_errors"] > 0 and sum(meta["faults"]["publish_errors"].values()) == s["publish_errors"]
     assert s["received"] > 0.5 * s["sent"]
     (row,) = faults
