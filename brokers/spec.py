@@ -7,7 +7,8 @@ config files, steps) inside a container built from ``Image``.
 
     BrokerSpec      name, client package (pip extra), capabilities, implementations, test settings
       Capabilities  needs_server, in_process, redelivers, competing_consumers, reports_backlog,
-                    dispatch (shared | round_robin | partition), delivery (at-most-once, at-least-once)
+                    dispatch (shared | round_robin | partition), delivery (at-most-once, at-least-once),
+                    window_option (an option that turns shared dispatch into dealing: ``dispatch_for``)
       Embedded      transports with no server: the URL a run gets, the --broker-url schemes it takes
       Impl          one implementation of the protocol (kafka: apache, tansu): label, pinned version,
                     LocalRecipe, Image, capabilities where they differ
@@ -36,6 +37,10 @@ class Capabilities:
     reports_backlog: bool = False
     dispatch: str = "shared"
     delivery: tuple[str, ...] = ("at-most-once",)
+    #: an adapter option holding each consumer's window of unacknowledged deliveries (a prefetch count):
+    #: with a window above 1 the broker sends each consumer messages in turn while its window has room,
+    #: so several consumers are dealt work (round_robin) instead of taking it from one shared queue
+    window_option: str = ""
 
     def __post_init__(self):
         if self.dispatch not in DISPATCH:
@@ -230,6 +235,24 @@ class BrokerSpec:
             if own is not None:
                 return own
         return self.capabilities
+
+    def dispatch_for(self, impl: str = "", options: dict | None = None) -> str:
+        """How this broker hands messages to several consumers with these adapter options: the declared
+        ``dispatch``, except that a ``window_option`` above 1 (its adapter default when not given) deals."""
+        caps = self.caps(impl)
+        if caps.dispatch != "shared" or not caps.window_option:
+            return caps.dispatch
+        opts = options or {}
+        if caps.window_option in opts:
+            raw = opts[caps.window_option]
+        else:
+            import brokers  # the adapter's default; imported here: brokers/ imports this module
+            raw = brokers.get(self.name).OPTIONS[caps.window_option].default
+        try:
+            window = int(raw)
+        except (TypeError, ValueError):
+            return caps.dispatch
+        return "round_robin" if window != 1 else "shared"
 
     def testing_for(self, impl: str = "") -> Testing:
         if self.impls:

@@ -147,11 +147,10 @@ CASES = {c.name: c for c in (
 
 # -- broker facts ---------------------------------------------------------------------------------
 
-def broker_facts(name: str, impl: str = "") -> tuple[str, bool]:
-    """(dispatch, embedded) from the broker's spec."""
+def broker_facts(name: str, impl: str = "", options: dict | None = None) -> tuple[str, bool]:
+    """(dispatch with these adapter options, embedded) from the broker's spec."""
     spec = brokers.spec(name)
-    caps = spec.caps(impl) if hasattr(spec, "caps") else spec.capabilities
-    return caps.dispatch, not caps.needs_server
+    return spec.dispatch_for(impl, options), not spec.caps(impl).needs_server
 
 
 def embedded_brokers() -> list[str]:
@@ -617,7 +616,7 @@ def plan(args) -> tuple[list[tuple[Case, str, RunConfig]], str]:
 
 def run_one(case: Case, broker: str, cfg: RunConfig) -> Outcome:
     from testbed.orchestration.execute import execute
-    dispatch, strict = broker_facts(broker, cfg.broker_impl)
+    dispatch, strict = broker_facts(broker, cfg.broker_impl, cfg.broker_opt)
     try:
         res = execute(cfg)
     except ConfigError:

@@ -181,3 +181,15 @@ def test_backlog_config_and_cli_errors(results, tmp_path):
     p = subprocess.run([sys.executable, "-m", "testbed.compare", str(empty)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 2 and "no run folders" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_vision_labels_leave_out_the_synthetic_stages_settings():
+    """A vision run records rho from the synthetic stages' default rates: meaningless there, so a label
+    of vision groups names the offered frames/s and not that rho; synthetic groups keep rho."""
+    import pandas as pd
+    rows = [dict(pipeline=p, offered_rate=r, rho=r * 4 / 250, consumer_rate=250.0, image_size="medium")
+            for p in ("vision",) for r in (1.0, 5.0)]
+    shown = compare.groups.shown_config(pd.DataFrame(rows))
+    assert "offered_rate" in shown and "rho" not in shown
+    synthetic = pd.DataFrame([dict(r, pipeline="synthetic") for r in rows])
+    assert "rho" in compare.groups.shown_config(synthetic)

@@ -149,6 +149,40 @@ def test_external_rabbitmq_run(tmp_path, rabbit):
     assert summary["launcher"] == "external" and summary["broker_impl"].startswith("rabbitmq 3")
 
 
+def test_redis_block_ms_caps_an_idle_wait_and_still_delivers(tmp_path):
+    """``block_ms`` caps XREADGROUP BLOCK: an idle receive gives up after it, not after the harness's
+    timeout, and a message published later still arrives."""
+    import dataclasses
+
+    import brokers
+    from testbed.harness.envelope import Envelope
+    from testbed.launchers.local import launch
+    handle = launch(RunConfig(broker="redis", launcher="local"), "t-block", str(tmp_path / "run"))
+    try:
+        waits = {}
+        for block_ms in (0, 20):
+            ep = dataclasses.replace(handle.endpoint, options={"block_ms": block_ms})
+            b = brokers.get("redis")(ep)
+            b.connect(10)
+            b.ensure_topic(f"blk{block_ms}", 1)
+            b.subscribe(f"blk{block_ms}", "g", "c0")
+            t0 = time.monotonic()
+            assert b.receive(4, 0.5) == []
+            waits[block_ms] = time.monotonic() - t0
+            b.publish_envelope(f"blk{block_ms}", Envelope(1, 1, 0, 1, time.monotonic_ns(), time.monotonic_ns(), b"x"))
+            b.flush()
+            got = []
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                got = b.receive(4, 0.5)
+            assert len(got) == 1
+            b.close()
+        assert waits[0] >= 0.45, waits      # blocked for the receive timeout
+        assert waits[20] < 0.25, waits      # gave up after about 20 ms
+    finally:
+        handle.stop()
+
+
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_unknown_broker_option(tmp_path, broker):
     r = cli("--broker", broker, "--launcher", "local", "--broker-opt", "prefetchh=5", *SHORT,

@@ -119,6 +119,16 @@ def test_every_case_builds_a_valid_config_for_every_broker():
     assert v.embedded_brokers()  # the default set is never empty
 
 
+def test_dispatch_follows_a_window_option():
+    """A prefetch window above 1 deals messages in turn (measured: docs/validation.md, mm2-80); a window of
+    1 is one shared queue; brokers without such an option keep their declared dispatch."""
+    assert v.broker_facts("rabbitmq")[0] == "round_robin"            # the adapter's default prefetch, 100
+    assert v.broker_facts("rabbitmq", "", {"prefetch": "1"})[0] == "shared"
+    assert v.broker_facts("rabbitmq", "", {"prefetch": 0})[0] == "round_robin"   # 0: unlimited
+    assert v.broker_facts("redis", "", {"prefetch": "5"})[0] == "shared"
+    assert v.broker_facts("zeromq")[0] == "round_robin"
+
+
 def test_theory_of_each_case_is_finite_where_given():
     for case in v.CASES.values():
         if case.theory is None:

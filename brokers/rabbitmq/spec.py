@@ -70,7 +70,8 @@ SPEC = BrokerSpec(
     name="rabbitmq",
     summary="RabbitMQ: a work queue per run, competing consumers with prefetch, basic_ack after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="shared", delivery=("at-most-once", "at-least-once")),
+                              dispatch="shared", delivery=("at-most-once", "at-least-once"),
+                              window_option="prefetch"),
     client="pika", extra="rabbitmq",
     url_form="amqp://USER:PASSWORD@HOST:PORT/VHOST",
     impls=(Impl(

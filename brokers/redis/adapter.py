@@ -10,7 +10,7 @@
 | backlog means      | XINFO GROUPS ``lag`` (entries not yet delivered to the group) + ``pending``    |
 |                    | (delivered, not yet acknowledged)                                              |
 | options            | ``maxlen`` = 0 (off), ``maxlen_approx`` = true, ``claim_idle_ms`` = 30000,     |
-|                    | ``socket_timeout_s`` = 30                                                      |
+|                    | ``socket_timeout_s`` = 30, ``block_ms`` = 0 (the harness's receive timeout)    |
 
 URL: ``redis://[:PASSWORD@]HOST:PORT[/DB]`` (``rediss://`` for TLS), as redis-py's ``from_url`` takes it.
 
@@ -31,6 +31,10 @@ Why these defaults:
   the longest batch service, or a slow but live consumer's messages are delivered twice. A consumer
   checks for claimable entries at most once per ``claim_idle_ms / 2``, and only when its own read came
   back empty or the interval passed: one round trip, cheap.
+- ``block_ms`` 0: each XREADGROUP blocks for the harness's receive timeout (50 ms when idle, the batch
+  wait left while filling a batch). BLOCK returns as soon as one entry arrives, so a longer block does
+  not delay a message; a shorter one (``block_ms`` > 0 caps it) only turns an idle consumer's wait into
+  more round trips. docs/reproduction.md row 6 measures both.
 - Publishing is one XADD round trip per message (no pipelining): the harness hands messages over one by
   one at their scheduled time, and holding them in a pipeline would add latency the harness would then
   attribute to the broker. redis-py without hiredis parses replies in pure Python.
@@ -65,6 +69,8 @@ class RedisStreamsBroker(Broker):
         "claim_idle_ms": Option(30000, "claim entries pending this long on another (dead) consumer "
                                        "with XAUTOCLAIM (0 = never)", int),
         "socket_timeout_s": Option(30.0, "give up on a reply after this many seconds (a hung server)", float),
+        "block_ms": Option(0, "cap each XREADGROUP BLOCK at this many ms "
+                              "(0 = block for the harness's receive timeout)", int),
     }
 
     def __init__(self, endpoint: Endpoint):
@@ -174,7 +180,12 @@ class RedisStreamsBroker(Broker):
             got = self._claim(max_messages)
             if got:
                 return got
-        block = ("BLOCK", max(1, int(timeout_s * 1000))) if timeout_s > 0 else ()  # BLOCK 0: forever
+        block = ()  # no BLOCK: answer at once (BLOCK 0 would wait forever)
+        if timeout_s > 0:
+            block_ms = max(1, int(timeout_s * 1000))
+            if self.options["block_ms"] > 0:
+                block_ms = min(block_ms, self.options["block_ms"])
+            block = ("BLOCK", block_ms)
         c = self._c
         try:
             c.send_command("XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", max_messages, *block,

@@ -138,9 +138,18 @@ def varying(df, cols: list[str]) -> list[str]:
     return [c for c in cols if c in df.columns and df[c].astype(str).nunique() > 1]
 
 
+#: Settings of the synthetic stages only: a vision run records their defaults, which mean nothing there
+#: (its stages' own times are measured; its load is the measured ``rho_measured``).
+SYNTHETIC_ONLY = ("rho", "producer_rate", "consumer_rate", "service_dist", "service_mode")
+
+
 def shown_config(df) -> list[str]:
-    """The configuration columns worth showing: those that differ between groups."""
-    return [c for c in varying(df, CONFIG) if c not in DERIVED]
+    """The configuration columns worth showing: those that differ between groups (for vision runs alone,
+    not the synthetic stages' settings)."""
+    cols = [c for c in varying(df, CONFIG) if c not in DERIVED]
+    if "pipeline" in df.columns and len(df) and (df["pipeline"].astype(str) == "vision").all():
+        cols = [c for c in cols if c not in SYNTHETIC_ONLY]
+    return cols
 
 
 def step_columns(df) -> list[str]:

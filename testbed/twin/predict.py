@@ -70,21 +70,13 @@ def _fanout_mean(cfg) -> float:
 def dispatch_of(cfg, entry: dict) -> str:
     """``shared`` or ``dealt``, from the broker's spec and its options (the run's, then the flags')."""
     spec = brokers.spec(cfg.broker)
-    try:
-        caps = spec.caps(getattr(cfg, "broker_impl", "") or entry.get("impl_name", ""))
-    except ConfigError:
-        caps = spec.capabilities
-    if caps.dispatch in ("round_robin", "partition"):
-        return "dealt"
+    impl = getattr(cfg, "broker_impl", "") or entry.get("impl_name", "")
     opts = {**(entry.get("options") or {}), **(getattr(cfg, "broker_opt", None) or {})}
-    if "prefetch" in opts:
-        try:
-            window = int(opts["prefetch"])
-        except (TypeError, ValueError):
-            window = 1
-        if window != 1:
-            return "dealt"  # consumers are sent messages in turn while their window has room
-    return "shared"
+    try:
+        dispatch = spec.dispatch_for(impl, opts)
+    except ConfigError:
+        dispatch = spec.dispatch_for("", opts)
+    return "dealt" if dispatch in ("round_robin", "partition") else "shared"
 
 
 def stages_for(prof: Profile, cfg, stage_a: str = "", stage_b: str = "") -> tuple[dict | None, dict | None, list]:
