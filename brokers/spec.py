@@ -82,6 +82,9 @@ class Context:
     #: named port -> the port clients must be told instead (a proxy in front of the broker): a broker
     #: that advertises its own address (metadata after bootstrap) advertises this one
     advertised: dict[str, int] = field(default_factory=dict)
+    #: the address the broker binds and clients reach it at: 127.0.0.1, or a (simulated) host's own
+    #: address when the broker is placed on a host (testbed/hosts/); recipes never write a literal address
+    host: str = "127.0.0.1"
 
     @property
     def port(self) -> int:
@@ -125,7 +128,7 @@ class Plan:
 class LocalRecipe:
     server: Binary
     plan: Callable[[Context], Plan]
-    url: str                                # e.g. "redis://127.0.0.1:{port}/0" (named ports)
+    url: str                                # e.g. "redis://{host}:{port}/0" (named ports, the bind address)
     ports: tuple[str, ...] = ("port",)      # the first is the one clients use
     helpers: tuple[Binary, ...] = ()
     #: extra readiness round trip (url, impl) -> callable returning the impl string, with close();

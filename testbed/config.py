@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -43,6 +45,16 @@ class RunConfig:
     broker_memory: str = ""
     broker_heap: str = "512m"
     no_build: bool = False
+    #: nodes of a replicated broker cluster (1: today's single node; brokers/<name>/spec.py's cluster recipe)
+    broker_nodes: int = 1
+    #: how stage B acknowledges: "" = the broker's default (the safest it has), or per-message,
+    #: per-batch, async where the broker's spec allows it
+    ack: str = ""
+    # placement over hosts (testbed/hosts/): a hosts file, or the address of an existing Ray cluster;
+    # role (stage_a, stage_b, broker) -> host names (replicas and streams dealt over them in turn)
+    hosts: str = ""
+    ray_address: str = ""
+    place: dict = field(default_factory=dict)
     # load and stages
     pipeline: str = "synthetic"
     rate: float = 50.0
@@ -51,6 +63,10 @@ class RunConfig:
     consumer_rate: float = 250.0
     fanout: str = "poisson:4"
     replicas: int = 1
+    #: camera streams: stage A processes, each with its own schedule, frame numbers and seed stream
+    streams: int = 1
+    #: frames/s of each stream (0: --rate is the total, split over the streams)
+    rate_per_stream: float = 0.0
     batch_max: int = 1
     batch_wait_ms: float = 0.0
     service_dist: str = "fixed"
@@ -122,6 +138,14 @@ HELP = {
     "broker_memory": "cap the broker's memory, e.g. 2g (docker only)",
     "broker_heap": "JVM heap of a JVM broker the testbed starts (default 512m)",
     "no_build": "docker launcher: never build a missing image; fail with the command to build it",
+    "broker_nodes": "nodes of a replicated broker cluster (default 1: a single node)",
+    "ack": "how stage B acknowledges: per-message, per-batch or async, where the broker allows it "
+           "(default: the broker's safest; python -m testbed.brokers list shows each broker's modes)",
+    "hosts": "hosts file (YAML): simulated hosts on this machine, or the hosts of an existing Ray cluster "
+             "(hosts/three.yaml; docs/hosts.md)",
+    "ray_address": "address of an existing Ray cluster (HEAD:PORT) whose nodes carry testbed_host:NAME resources",
+    "place": "ROLE=HOST[,HOST...] (repeatable): put stage_a, stage_b or broker on these hosts; streams and "
+             "replicas are dealt over the list in turn; unplaced roles stay on this machine",
     "pipeline": "stages: synthetic (service times set exactly) or vision (real detector + classifier)",
     "rate": "offered load in frames/s (default 50)",
     "arrival": "arrival process of frames: constant, poisson or bursty (default poisson)",
@@ -129,6 +153,8 @@ HELP = {
     "consumer_rate": "stage B service rate per replica in messages/s; inf = no service time (default 250)",
     "fanout": "messages per frame: N, poisson:MEAN or uniform:LO-HI (default poisson:4)",
     "replicas": "competing stage B consumers (default 1)",
+    "streams": "camera streams: stage A processes, each with its own schedule and frame numbers (default 1)",
+    "rate_per_stream": "offered frames/s of each stream (default 0: --rate is the total, split over the streams)",
     "batch_max": "stage B takes up to this many messages per batch (default 1)",
     "batch_wait_ms": "stage B waits at most this long to fill a batch (default 0)",
     "service_dist": "service time distribution: fixed, exponential, lognormal (default fixed)",
@@ -181,6 +207,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", default=s, help=HELP[name])
         elif name == "broker_opt":
             parser.add_argument(flag, action="append", metavar="KEY=VALUE", default=s, help=HELP[name])
+        elif name == "place":
+            parser.add_argument(flag, action="append", metavar="ROLE=HOST[,HOST...]", default=s, help=HELP[name])
         elif f.type in (float, "float"):
             parser.add_argument(flag, type=_rate, metavar="N", default=s, help=HELP[name])
         elif f.type in (int, "int"):
@@ -200,6 +228,8 @@ def resolve(ns: argparse.Namespace) -> RunConfig:
             if k == "broker_opt":
                 v = brokers_base().parse_broker_opts(v)
                 values["broker_opt"] = {**values.get("broker_opt", {}), **v}
+            elif k == "place":
+                values["place"] = {**values.get("place", {}), **parse_place(v, "--place")}
             else:
                 values[k] = v
     cfg = RunConfig(**{**RunConfig().to_dict(), **values})
@@ -242,6 +272,8 @@ def read_yaml(path: str) -> dict:
                 raise ConfigError(f"--config {path!r}: broker-opt must be a mapping or a list of KEY=VALUE")
         elif key == "faults":
             value = faults_value(value, f"--config {path!r}: faults")
+        elif key == "place":
+            value = place_value(value, f"--config {path!r}: place")
         else:
             value = _coerce(path, key, value)
         out[key] = value
@@ -267,6 +299,48 @@ def _coerce(path: str, key: str, value):
     except (TypeError, ValueError):
         tname = getattr(t, "__name__", t)
         raise ConfigError(f"--config {path!r}: {key.replace('_', '-')} = {value!r} is not a {tname}") from None
+
+
+#: the roles --place puts on hosts
+PLACE_ROLES = ("stage_a", "stage_b", "broker")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def parse_place(pairs, what: str = "--place") -> dict:
+    """``["stage_a=cam", "stage_b=gpu1,gpu2"]`` -> {"stage_a": ["cam"], "stage_b": ["gpu1", "gpu2"]}
+    (syntax only; whether the hosts exist is checked against the hosts file, testbed/hosts/)."""
+    out: dict = {}
+    for pair in pairs or []:
+        role, eq, hosts = str(pair).partition("=")
+        role = role.strip().replace("-", "_")
+        if not eq or not hosts.strip():
+            raise ConfigError(f"{what} {pair!r} is not allowed: write ROLE=HOST[,HOST...], e.g. stage_b=gpu1,gpu2")
+        out.update(place_value({role: hosts}, what))
+    return out
+
+
+def place_value(value, what: str) -> dict:
+    """A ``place:`` mapping (role: host, or role: [hosts], or role: "h1,h2"), checked for syntax."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} = {value!r} is not allowed: give a mapping such as "
+                          "{stage_a: cam, stage_b: [gpu1, gpu2]}")
+    out = {}
+    for raw_role, raw_hosts in value.items():
+        role = str(raw_role).strip().replace("-", "_")
+        if role not in PLACE_ROLES:
+            hint = difflib.get_close_matches(role, PLACE_ROLES, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{what}: role {raw_role!r} is not allowed{did}: use one of {', '.join(PLACE_ROLES)}")
+        items = raw_hosts if isinstance(raw_hosts, list) else str(raw_hosts).split(",")
+        hosts = [str(h).strip() for h in items]
+        for h in hosts:
+            if not _HOST_NAME.match(h):
+                raise ConfigError(f"{what}: host {h!r} of {role} is not allowed: a host name is 1-32 letters, "
+                                  "digits, '-' or '_'")
+        out[role] = hosts
+    return out
 
 
 def faults_value(value, what: str) -> list:
@@ -336,6 +410,18 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{_flag(name)} {getattr(cfg, name)} is not allowed: it must be >= {lo}")
     if cfg.replicas > 64:
         raise ConfigError(f"--replicas {cfg.replicas} is not allowed: at most 64")
+    for name, lo, hi in (("streams", 1, 64), ("broker_nodes", 1, 9)):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not lo <= v <= hi:
+            raise ConfigError(f"{_flag(name)} {v!r} is not allowed: it must be a whole number from {lo} to {hi}")
+    if not (cfg.rate_per_stream >= 0 and math.isfinite(cfg.rate_per_stream)):
+        raise ConfigError(f"--rate-per-stream {cfg.rate_per_stream:g} is not allowed: it must be a number of "
+                          "frames/s > 0 (or 0: --rate split over the streams)")
+    if cfg.hosts and cfg.ray_address:
+        raise ConfigError("--hosts and --ray-address are not allowed together: a hosts file says where its Ray "
+                          "cluster is (ray: simulated, or its address)")
+    if cfg.place and not (cfg.hosts or cfg.ray_address):
+        raise ConfigError("--place needs --hosts FILE or --ray-address HEAD:PORT: there are no hosts to place on")
     for name in ("batch_wait_ms", "warmup", "drain"):
         v = getattr(cfg, name)
         if not (v >= 0 and math.isfinite(v)):

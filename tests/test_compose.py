@@ -143,7 +143,7 @@ def urls(env: dict) -> dict:
         recipe = brokers.spec(broker).impl().local
         ports = {p: env[f"TESTBED_{broker.upper()}_PORT" if i == 0 else f"TESTBED_{broker.upper()}_{p.upper()}_PORT"]
                  for i, p in enumerate(recipe.ports)}
-        out[broker] = recipe.url.format(**ports)
+        out[broker] = recipe.url.format(host="127.0.0.1", **ports)
     return out
 
 

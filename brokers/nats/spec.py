@@ -22,7 +22,7 @@ CONFIG = "max_payload: 64MB\n"
 
 def plan(ctx: Context) -> Plan:
     conf = os.path.join(ctx.dir, "nats.conf")
-    return Plan(argv=[ctx.binaries["nats"], "-c", conf, "-a", "127.0.0.1", "-p", str(ctx.port), "-js",
+    return Plan(argv=[ctx.binaries["nats"], "-c", conf, "-a", ctx.host, "-p", str(ctx.port), "-js",
                       "-sd", os.path.join(ctx.dir, "jetstream")],
                 files={"nats.conf": CONFIG})
 
@@ -42,7 +42,7 @@ SPEC = BrokerSpec(
     impls=(Impl(
         version=VERSION,
         local=LocalRecipe(server=Binary("nats", "nats-server", "nats-server", container_path="/nats-server"),
-                          plan=plan, url="nats://127.0.0.1:{port}", start_timeout_s=20.0),
+                          plan=plan, url="nats://{host}:{port}", start_timeout_s=20.0),
         image=Image("nats", f"nats:{VERSION}", f"testbed/nats:{VERSION}-debian12", VERSION, ("nats-server",),
                     "TESTBED_NATS_IMAGE", build=_image_build),
     ),),

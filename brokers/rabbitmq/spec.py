@@ -21,7 +21,7 @@ from brokers.spec import (Binary, BrokerSpec, Capabilities, Context, Helper, Ima
 VERSION = "3.10.8"  # Debian 12's rabbitmq-server; the official image is pinned to the same
 
 CONFIG = """\
-listeners.tcp.1 = 127.0.0.1:{port}
+listeners.tcp.1 = {host}:{port}
 # guest may log in: every listener is on the loopback interface anyway
 loopback_users = none
 # a private temporary node: do not refuse publishes because the temp disk is nearly full
@@ -41,9 +41,9 @@ def plan(ctx: Context) -> Plan:
     node = f"testbed-{secrets.token_hex(4)}@localhost"
     path = lambda name: os.path.join(d, name)  # noqa: E731
     env = {
-        "HOME": d, "ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "HOME": d, "ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": ctx.host,
         "RABBITMQ_NODENAME": node, "RABBITMQ_USE_LONGNAME": "false",
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(amqp),
+        "RABBITMQ_NODE_IP_ADDRESS": ctx.host, "RABBITMQ_NODE_PORT": str(amqp),
         "RABBITMQ_DIST_PORT": str(dist),
         "RABBITMQ_MNESIA_BASE": path("mnesia"), "RABBITMQ_LOG_BASE": path("log"),
         "RABBITMQ_LOGS": "-", "RABBITMQ_CONFIG_FILE": path("rabbitmq.conf"),
@@ -51,13 +51,14 @@ def plan(ctx: Context) -> Plan:
         "RABBITMQ_CONF_ENV_FILE": path("rabbitmq-env.conf"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": path("enabled_plugins"),
         "RABBITMQ_PID_FILE": path("rabbitmq.pid"),
-        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}",
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-start_epmd false -kernel inet_dist_use_interface "
+                                              + "{" + ctx.host.replace(".", ",") + "}",
     }
     epmd_bin = ctx.binaries["epmd"]
     return Plan(
         argv=[ctx.binaries["rabbitmq"]], env=env, dirs=("mnesia", "log"),
-        files={"rabbitmq.conf": CONFIG.format(port=amqp), "enabled_plugins": "[].\n", "rabbitmq-env.conf": ""},
-        helpers=[Helper("epmd", [epmd_bin, "-port", str(epmd), "-address", "127.0.0.1"],
+        files={"rabbitmq.conf": CONFIG.format(host=ctx.host, port=amqp), "enabled_plugins": "[].\n", "rabbitmq-env.conf": ""},
+        helpers=[Helper("epmd", [epmd_bin, "-port", str(epmd), "-address", ctx.host],
                         ready_argv=[epmd_bin, "-port", str(epmd), "-names"], env={"HOME": d})],
         facts={"node": node, "dist_port": dist, "epmd_port": epmd})
 
@@ -80,7 +81,7 @@ SPEC = BrokerSpec(
             server=Binary("rabbitmq", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server",
                           container_path="rabbitmq-server"),
             helpers=(Binary("epmd", "epmd", "erlang-base"),),
-            plan=plan, ports=("amqp", "dist", "epmd"), url="amqp://guest:guest@127.0.0.1:{amqp}/%2F",
+            plan=plan, ports=("amqp", "dist", "epmd"), url="amqp://guest:guest@{host}:{amqp}/%2F",
             start_timeout_s=60.0, stop_grace_s=5.0),
         image=Image("rabbitmq", f"rabbitmq:{VERSION}", f"testbed/rabbitmq:{VERSION}-debian12", VERSION,
                     ("rabbitmq-server",), "TESTBED_RABBITMQ_IMAGE", post=WRAPPER),

@@ -1,6 +1,6 @@
 """Redis Streams: one stream per run, a consumer group, XACK after service (redis-py).
 
-Started as ``redis-server`` bound to 127.0.0.1 on a free port, working directory in a private folder,
+Started as ``redis-server`` bound to 127.0.0.1 (or its host's address) on a free port, working directory in a private folder,
 no snapshots and no append-only file: the run's data lives in memory and dies with the process.
 With ``--delivery at-least-once`` the server keeps an append-only file in that folder
 (``appendonly yes``, ``appendfsync everysec``: every write reaches the file before the reply, so a
@@ -17,7 +17,7 @@ VERSION = "7.0.15"  # Debian 12's redis-server; the official image is pinned to 
 def plan(ctx: Context) -> Plan:
     aof = ["--appendonly", "yes", "--appendfsync", "everysec"] \
         if getattr(ctx.cfg, "delivery", "") == "at-least-once" else ["--appendonly", "no"]
-    return Plan(argv=[ctx.binaries["redis"], "--bind", "127.0.0.1", "--port", str(ctx.port),
+    return Plan(argv=[ctx.binaries["redis"], "--bind", ctx.host, "--port", str(ctx.port),
                       "--protected-mode", "yes", "--save", "", *aof, "--dir", ctx.dir,
                       "--daemonize", "no", "--logfile", "", "--databases", "1", "--unixsocket", ""])
 
@@ -32,7 +32,7 @@ SPEC = BrokerSpec(
     impls=(Impl(
         version=VERSION,
         local=LocalRecipe(server=Binary("redis", "redis-server", "redis-server"), plan=plan,
-                          url="redis://127.0.0.1:{port}/0", start_timeout_s=20.0),
+                          url="redis://{host}:{port}/0", start_timeout_s=20.0),
         image=Image("redis", f"redis:{VERSION}", f"testbed/redis:{VERSION}-debian12", VERSION,
                     ("redis-server",), "TESTBED_REDIS_IMAGE"),
     ),),

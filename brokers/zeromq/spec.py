@@ -16,5 +16,5 @@ SPEC = BrokerSpec(
                               reports_backlog=False, dispatch="round_robin", delivery=("at-most-once",)),
     client="pyzmq",
     url_form="tcp://HOST:PORT or ipc://PATH",
-    embedded=Embedded(url="tcp://127.0.0.1:{port}", impl=_impl, url_schemes=("tcp://", "ipc://")),
+    embedded=Embedded(url="tcp://{host}:{port}", impl=_impl, url_schemes=("tcp://", "ipc://")),
 )

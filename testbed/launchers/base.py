@@ -34,10 +34,10 @@ def advertised_ports(ports: dict[str, int]) -> dict[str, int]:
     return dict(hook(ports)) if hook is not None else {}
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the broker binds it a moment later)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the broker binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -126,6 +126,30 @@ class LocalProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for the process to exit; True when it has."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the whole group; returns once the process is gone (at most 10 s)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(10)
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -224,7 +248,7 @@ class LocalHandle(BrokerHandle):
         return self.server.sample() if self.server else {}  # the server's process tree, not its helpers
 
     def pids(self) -> list[int]:
-        return [p.pid for p in reversed(self.processes) if p.proc is not None]
+        return [p.pid for p in reversed(self.processes) if p.alive() or p.returncode is not None]
 
     def signal(self, sig: int) -> None:
         if self.server is not None:
@@ -241,17 +265,8 @@ class LocalHandle(BrokerHandle):
     respawn: Callable[[], "LocalProcess"] | None = None
 
     def kill(self) -> None:
-        server = self.server
-        if server is None or server.proc is None:
-            return
-        try:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            server.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        if self.server is not None:
+            self.server.kill()
 
     def restart(self) -> None:
         if self.respawn is None:
@@ -259,9 +274,7 @@ class LocalHandle(BrokerHandle):
         old = self.server
         if old is not None and old.alive():
             old.signal(signal.SIGTERM)
-            try:
-                old.proc.wait(old.stop_grace_s)
-            except subprocess.TimeoutExpired:
+            if not old.wait(old.stop_grace_s):
                 self.kill()
         if old is not None:
             old.tmp_dir = None  # the folder (its data) is the new process's now
@@ -299,11 +312,11 @@ def resolve_binary(binary) -> str:
     return found
 
 
-def named_ports(names: tuple[str, ...]) -> dict[str, int]:
-    """One distinct free port per name."""
+def named_ports(names: tuple[str, ...], host: str = "127.0.0.1") -> dict[str, int]:
+    """One distinct free port per name, on ``host``."""
     ports: dict[str, int] = {}
     while len(ports) < len(names):
-        p = free_port()
+        p = free_port(host)
         if p not in ports.values():
             ports[names[len(ports)]] = p
     return ports

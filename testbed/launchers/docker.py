@@ -97,7 +97,7 @@ def container_spec(cfg: RunConfig, image: images.ImageSpec) -> tuple[dict, str, 
     else:
         kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script(plan, folder)])
     kwargs["_facts"] = {**port_facts(ports), **plan.facts}
-    return kwargs, recipe.url.format(**ports), ports[recipe.ports[0]]
+    return kwargs, recipe.url.format(host="127.0.0.1", **ports), ports[recipe.ports[0]]
 
 
 def script(plan, folder: str) -> str:

@@ -9,7 +9,8 @@ from testbed.errors import ConfigError
 from testbed.launchers.base import BrokerHandle, free_port
 
 
-def launch(cfg: RunConfig, run_id: str, spec) -> BrokerHandle:
+def launch(cfg: RunConfig, run_id: str, spec, host: str = "127.0.0.1") -> BrokerHandle:
+    """``host``: the address stage A binds (a simulated host's own address when stage A is placed on one)."""
     emb = spec.embedded
     if emb is None:
         raise ConfigError(f"broker {spec.name!r} needs no server but declares no embedded endpoint")
@@ -19,6 +20,6 @@ def launch(cfg: RunConfig, run_id: str, spec) -> BrokerHandle:
                               f"use {spec.url_form or ' or '.join(emb.url_schemes)}")
         url, launcher = cfg.broker_url, "external"
     else:
-        url = emb.url.format(run_id=run_id, port=free_port() if "{port}" in emb.url else 0)
+        url = emb.url.format(run_id=run_id, host=host, port=free_port() if "{port}" in emb.url else 0)
         launcher = "embedded"
     return BrokerHandle(Endpoint(cfg.broker, url, cfg.broker_opt, emb.impl(), launcher))

@@ -21,7 +21,8 @@ from testbed.errors import BrokerError, ConfigError, TestbedError
 
 #: Fields that define the broker a run needs; runs that agree on them share one broker.
 BROKER_KEYS = ("broker", "broker_impl", "launcher", "broker_url", "broker_opt", "broker_cpus",
-               "broker_memory", "broker_heap", "no_build", "connect_timeout", "delivery")
+               "broker_memory", "broker_heap", "no_build", "connect_timeout", "delivery", "broker_nodes",
+               "hosts", "ray_address", "place")
 
 
 def broker_key(cfg: RunConfig) -> tuple:

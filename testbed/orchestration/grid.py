@@ -177,6 +177,12 @@ def _convert(key: str, value, keys: tuple, where: _Where):
             return faults_value(value, "faults")
         except ConfigError as exc:
             raise where.error(keys, str(exc)) from None
+    if key == "place":
+        from testbed.config import place_value
+        try:
+            return place_value(value, "place")
+        except ConfigError as exc:
+            raise where.error(keys, str(exc)) from None
     if key == "broker_opt":
         if not isinstance(value, dict):
             raise where.error(keys, f"{value!r} is not allowed: broker_opt is a mapping of option: value")
