@@ -84,7 +84,7 @@ def test_kafka_file_is_kafka_dist_config():
 def test_rabbitmq_file_is_the_launchers_config():
     from brokers.rabbitmq.spec import CONFIG
     command = "\n".join(services("rabbitmq.yml")["rabbitmq"]["command"])
-    for line in CONFIG.format(port="%s").splitlines():
+    for line in CONFIG.format(host="127.0.0.1", port="%s").splitlines():
         if line and not line.startswith("#"):
             assert line in command.replace("\\n", "\n"), line
 
