@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    set up, then run the default experiment on the embedded brokers
-#   make test   set up, then run the whole test suite (.ci/run calls this)
+#   make test   set up, then run the whole test suite (.ci/run calls this); scripts/test.sh starts the
+#               private Docker engine when none answers and stops it at the end
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python

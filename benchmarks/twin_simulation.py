@@ -92,7 +92,7 @@ def main() -> None:
         have_simpy = True
     except ImportError:
         have_simpy = False
-    print(f"| case | messages | twin (s) | simpy (s) | simpy / twin | same departures |")
+    print("| case | messages | twin (s) | simpy (s) | simpy / twin | same departures |")
     print("|---|---:|---:|---:|---:|---|")
     for name, c, bm, w in CASES:
         cfg = config(a.messages, c, bm, w)

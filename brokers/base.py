@@ -10,7 +10,9 @@ One ``Broker`` object lives in one process (or one thread for the in-process que
     b.connect(timeout_s)             # raise BrokerError with one clear line if it cannot
     b.ensure_topic(topic, partitions)    # orchestrator only, once per run, before the stages start
     # producer role                  # consumer role
-    b.wait_consumers(topic, n, timeout_s)   b.subscribe(topic, group, consumer_name)
+    b.open_stream(stream, streams)       b.use_ack(mode)          # --ack, before subscribe
+                                         b.subscribe(topic, group, consumer_name)
+    b.wait_consumers(topic, n, timeout_s)
     b.publish_envelope(topic, env)       b.wait_assigned(timeout_s)
     b.flush()
                                          ds = b.receive(max_messages, timeout_s)  # blocks, never polls
@@ -94,6 +96,9 @@ class Broker(ABC):
     #: True where the client library reconnects by itself after a broker error (it keeps its queue of
     #: unsent messages): a fault run keeps using it instead of making a new one.
     reconnects_itself: ClassVar[bool] = False
+    #: how ``ack`` can send acknowledgements (brokers.spec.ACK_MODES; () = it has none) and the default
+    ack_modes: ClassVar[tuple[str, ...]] = ()
+    ack_default: ClassVar[str] = ""
 
     @property
     def acknowledged(self) -> bool:
@@ -109,6 +114,7 @@ class Broker(ABC):
             caps = spec.capabilities
             cls.in_process, cls.redelivers = caps.in_process, caps.redelivers
             cls.competing_consumers = caps.competing_consumers
+            cls.ack_modes, cls.ack_default = caps.ack_modes, caps.ack_default
             cls.name = cls.__dict__.get("name") or spec.name
             if spec.options is not None:
                 cls.OPTIONS = spec.options
@@ -116,6 +122,7 @@ class Broker(ABC):
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
         self.options = resolve_options(type(self), endpoint.options)
+        self.ack_mode = self.ack_default  # use_ack
 
     # -- lifecycle ------------------------------------------------------------------------------
     @abstractmethod
@@ -141,11 +148,34 @@ class Broker(ABC):
     def flush(self) -> None:
         """Block until every published message has left the client (or failed loudly)."""
 
+    #: producer side: which camera stream this producer is (``open_stream``)
+    stream: ClassVar[int] = 0
+    streams: ClassVar[int] = 1
+
+    def open_stream(self, stream: int, streams: int) -> None:
+        """Producer side, after ``connect`` and before the first publish: this producer is camera stream
+        ``stream`` of ``streams`` (stage A workers, testbed/load/streams.py). A broker that orders by key
+        keys the stream's messages by it, so they keep their order; the others need nothing."""
+        self.stream, self.streams = int(stream), int(streams)
+
     def wait_consumers(self, topic: str, n: int, timeout_s: float) -> None:
         """Producer side: return once ``n`` consumers can receive (only brokers that deal messages to
         connected consumers, like ZeroMQ PUSH, need this)."""
 
     # -- consumer -------------------------------------------------------------------------------
+    def use_ack(self, mode: str) -> None:
+        """Consumer side, before ``subscribe``: how ``ack`` sends acknowledgements (``--ack``; one of
+        ``ack_modes``; "" or "none": the default). testbed/config.py refuses a mode a broker lacks before
+        anything starts (a broker without acknowledgements included); here, for a caller that skipped the
+        config, a broker with modes refuses one it lacks and one without any has nothing to set."""
+        if not self.ack_modes:
+            return
+        mode = self.ack_default if mode in ("", "none") else mode
+        if mode not in self.ack_modes:
+            raise ConfigError(f"--ack {mode} is not possible with broker {self.name!r}: it has "
+                              f"{', '.join(self.ack_modes)}")
+        self.ack_mode = mode
+
     @abstractmethod
     def subscribe(self, topic: str, group: str, consumer_name: str) -> None: ...
 
@@ -156,7 +186,8 @@ class Broker(ABC):
     def receive(self, max_messages: int, timeout_s: float) -> list[Delivery]: ...
 
     def ack(self, deliveries: list[Delivery]) -> None:
-        """Acknowledge after service (no-op for brokers without acknowledgements)."""
+        """Acknowledge after service, as ``ack_mode`` says (no-op for brokers without acknowledgements).
+        An ``async`` ack may still be on its way when this returns: ``close`` sends what is left."""
 
     def server_impl(self) -> str:
         """What answers at the endpoint, asked of the broker itself: e.g. "redis 7.0.15"."""

@@ -10,7 +10,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages the local launchers start (never touching a system instance: the testbed starts
 #    its own private processes on free ports). chromium: tests/test_html_page.py opens report.html in it.
-APT_PACKAGES="redis-server rabbitmq-server nats-server chromium"
+APT_PACKAGES="redis-server redis-sentinel rabbitmq-server nats-server chromium"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -4,8 +4,8 @@ The harness (testbed/harness/loops.py) owns the loop, the clocks and the broker;
 
 - ``ProducerStage.process(frame_id)`` is stage A on one frame: it returns the messages the frame fans
   out to (``Item``: payload bytes/array with shape and dtype) and the time of each of its own steps.
-- ``ConsumerStage.process(batch)`` is stage B on a batch of decoded envelopes; it returns the time of
-  each of its own steps for that batch.
+- ``ConsumerStage.process(batch)`` is stage B on a batch of decoded envelopes (undecoded deliveries for a
+  stage whose ``reads_messages`` is False); it returns the time of each of its own steps for that batch.
 
 Step times are nanoseconds in the order of the class's ``steps`` names. The harness stamps service
 start and end around ``process`` itself, so a stage cannot misreport its own service time.
@@ -51,6 +51,10 @@ class ProducerStage(ABC):
 
 class ConsumerStage(ABC):
     steps: tuple[str, ...] = ()
+    #: False for a stage that uses only how many messages its batch holds (the synthetic stage): the
+    #: harness then hands it the batch undecoded (the broker's deliveries) and reads the headers for its
+    #: records in bulk, off the per-message path (testbed/harness/message_log.py)
+    reads_messages: bool = True
 
     def setup(self) -> None:
         pass

@@ -92,6 +92,7 @@ class SyntheticProducer(ProducerStage):
 
 class SyntheticConsumer(ConsumerStage):
     steps = CONSUMER_STEPS
+    reads_messages = False  # one service time per message: only the batch's length matters
 
     def __init__(self, config, replica: int):
         self.mode = config.service_mode

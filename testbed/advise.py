@@ -18,10 +18,11 @@ import dataclasses
 import sys
 
 import brokers
+from testbed.cli import OneLineParser
 from testbed.config import add_run_arguments
 from testbed.errors import ConfigError, TestbedError
 from testbed.twin import advise as ta
-from testbed.twin.cli import (OneLineParser, as_json, config_json, console, fail, fmt, positive_float,
+from testbed.twin.cli import (as_json, config_json, console, fail, fmt, positive_float,
                               positive_int, write_json)
 from testbed.twin.profile import load
 

@@ -12,12 +12,9 @@ import argparse
 import sys
 
 import brokers
+from testbed.cli import OneLineParser
 from testbed.errors import TestbedError
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def cmd_list(args) -> int:
@@ -30,6 +27,14 @@ def cmd_list(args) -> int:
         print(f"{name}: {spec.summary}")
         print(f"    {where}; dispatch {caps.dispatch}, {'/'.join(caps.delivery)}"
               f"{', redelivers' if caps.redelivers else ''}{', reports its backlog' if caps.reports_backlog else ''}")
+        acks = (f"--ack {' | '.join(caps.ack_modes)} (default {caps.ack_default})" if caps.ack_modes else
+                "no acknowledgements (--ack does not apply)")
+        print(f"    {acks}")
+        for impl in spec.impls:  # --broker-nodes N: the cluster recipe, or why there is none
+            which = f" ({impl.name})" if impl.name else ""
+            said = f"--broker-nodes 3: {impl.cluster.replication(3, None)}" if impl.cluster is not None else \
+                f"--broker-nodes above 1 refused: {impl.no_cluster or 'no cluster recipe'}"
+            print(f"    cluster{which}: {said}")
         try:
             cls = brokers.get(name)
         except TestbedError as exc:
@@ -77,7 +82,7 @@ def cmd_images(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m testbed.brokers", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m testbed.brokers", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="brokers and their options").set_defaults(fn=cmd_list)
     s = sub.add_parser("install", help="fetch what a local launcher needs (cached)")

@@ -13,15 +13,17 @@ import math
 import numbers
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import yaml
 
 import brokers
+from testbed import broker_flags
 from testbed.load.distributions import SERVICE_DISTS, Fanout
 from testbed.harness.envelope import FIXED_SIZE
 from testbed.errors import ConfigError
-from testbed.load import ARRIVALS
+from testbed.load import check_arrival, closed_window, total_rate
 
 LAUNCHERS = ("auto", "docker", "local", "external")
 SERVICE_MODES = ("sleep", "spin")
@@ -107,7 +109,8 @@ class RunConfig:
 
     @property
     def offered_message_rate(self) -> float:
-        return self.rate * self.fanout_dist.mean
+        """Messages/s offered by all streams (open loop; testbed/load/streams.py)."""
+        return (self.rate_per_stream * self.streams if self.rate_per_stream else self.rate) * self.fanout_dist.mean
 
     @property
     def consumer_capacity(self) -> float:
@@ -132,7 +135,7 @@ HELP = {
                    + ")",
     "launcher": "how the broker is started: auto (docker if an engine answers, else local), docker, local, "
                 "or external (an existing broker at --broker-url). Embedded brokers ignore it",
-    "broker_url": "URL of an existing broker (with --launcher external)",
+    "broker_url": "URL of an existing broker (--launcher auto then means external; local and docker refuse it)",
     "broker_opt": "KEY=VALUE broker option (repeatable); the adapter's docstring lists them",
     "broker_cpus": "pin the broker to these CPUs, e.g. 1 or 0-1 (docker cpuset; local: CPU affinity)",
     "broker_memory": "cap the broker's memory, e.g. 2g (docker only)",
@@ -147,8 +150,9 @@ HELP = {
     "place": "ROLE=HOST[,HOST...] (repeatable): put stage_a, stage_b or broker on these hosts; streams and "
              "replicas are dealt over the list in turn; unplaced roles stay on this machine",
     "pipeline": "stages: synthetic (service times set exactly) or vision (real detector + classifier)",
-    "rate": "offered load in frames/s (default 50)",
-    "arrival": "arrival process of frames: constant, poisson or bursty (default poisson)",
+    "rate": "offered load in frames/s, all streams together (default 50; closed loop: not used)",
+    "arrival": "arrival process of frames: constant, poisson or bursty (open loop), or closed:K: K frames in "
+               "flight per stream, a new one when one has finished at stage B (default poisson)",
     "producer_rate": "stage A service rate in frames/s; inf = no service time (default 100)",
     "consumer_rate": "stage B service rate per replica in messages/s; inf = no service time (default 250)",
     "fanout": "messages per frame: N, poisson:MEAN or uniform:LO-HI (default poisson:4)",
@@ -184,7 +188,7 @@ HELP = {
 }
 
 CHOICES = {
-    "launcher": LAUNCHERS, "arrival": ARRIVALS, "service_dist": SERVICE_DISTS,
+    "launcher": LAUNCHERS, "service_dist": SERVICE_DISTS,
     "service_mode": SERVICE_MODES, "pipeline": PIPELINES,
     "image_size": ("small", "medium", "large"), "preprocess": ("cpu", "dali", "pretensor"),
     "detector": ("ssdlite", "fasterrcnn", "fasterrcnn_resnet50"),
@@ -234,6 +238,8 @@ def resolve(ns: argparse.Namespace) -> RunConfig:
                 values[k] = v
     cfg = RunConfig(**{**RunConfig().to_dict(), **values})
     validate(cfg)
+    for line in broker_flags.ignored(cfg):
+        print(line, file=sys.stderr)
     return cfg
 
 
@@ -375,8 +381,49 @@ def check_faults(cfg: RunConfig) -> None:
     schedule = parse_all(cfg.faults)
     cfg.faults = [str(f) for f in schedule]
     if schedule:
-        schedule.validate(cfg.duration, cfg.replicas, cfg.consumer_restart_s)
-        schedule.check_applies(_launcher_kind(cfg, spec), caps)
+        schedule.validate(cfg.duration, cfg.replicas, cfg.consumer_restart_s, nodes=cfg.broker_nodes)
+        hosts = None
+        if cfg.hosts:  # partition-host names one of them (testbed/hosts/checks.py)
+            from testbed.hosts.checks import fault_hosts
+            hosts = fault_hosts(cfg)
+        schedule.check_applies(_launcher_kind(cfg, spec), caps, nodes=cfg.broker_nodes, hosts=hosts)
+
+
+def check_cluster(cfg: RunConfig) -> None:
+    """--broker-nodes N > 1: the broker's spec must have a cluster recipe (brokers/<name>/cluster.py);
+    the adapter options a cluster of N nodes needs (replication factor, quorum queue, stream replicas,
+    WAIT) are set, an explicit --broker-opt winning."""
+    if cfg.broker_nodes == 1 or isinstance(cfg.broker_nodes, bool):
+        return
+    from brokers.spec import cluster_refusal
+    spec = brokers.spec(cfg.broker)
+    why = cluster_refusal(spec, cfg.broker_impl)
+    if why:
+        raise ConfigError(f"--broker-nodes {cfg.broker_nodes} is not allowed: {why}")
+    recipe = spec.impl(cfg.broker_impl).cluster
+    opts = {k: str(v) for k, v in recipe.options(cfg.broker_nodes, cfg).items()}
+    cfg.broker_opt = {**opts, **cfg.broker_opt}
+
+
+def check_ack(cfg: RunConfig) -> None:
+    """``--ack``: one of the broker's modes (its spec's ``ack_modes``); "" becomes its default, so run.json
+    records the mode used ("none" for a broker without acknowledgements)."""
+    from brokers.spec import ACK_MODES, NO_ACK
+    spec = brokers.spec(cfg.broker)
+    caps = spec.caps(cfg.broker_impl) if spec.impls else spec.capabilities
+    if cfg.ack not in ("", NO_ACK, *ACK_MODES):
+        extra = "" if caps.ack_modes else f" (broker {cfg.broker!r} has no acknowledgements: leave --ack out)"
+        raise ConfigError(f"--ack {cfg.ack!r} is not allowed: use one of {', '.join(ACK_MODES)}{extra}")
+    if not caps.ack_modes:
+        if cfg.ack not in ("", NO_ACK):
+            raise ConfigError(f"--ack {cfg.ack} is not possible with broker {cfg.broker!r}: it has no "
+                              "acknowledgements (nothing is acked, at most once); leave --ack out")
+        cfg.ack = NO_ACK
+    elif not cfg.ack:
+        cfg.ack = caps.ack_default
+    elif cfg.ack not in caps.ack_modes:
+        raise ConfigError(f"--ack {cfg.ack} is not possible with broker {cfg.broker!r}: it has "
+                          f"{', '.join(caps.ack_modes)}")
 
 
 def _launcher_kind(cfg: RunConfig, spec) -> str:
@@ -386,6 +433,13 @@ def _launcher_kind(cfg: RunConfig, spec) -> str:
         takes_url = spec.embedded is not None and bool(spec.embedded.url_schemes)
         return "external" if (cfg.broker_url and takes_url) else "embedded"
     return "local" if cfg.launcher == "auto" else cfg.launcher
+
+
+def _rate_flag(cfg: RunConfig) -> str:
+    """The flag that set the offered rate, as the user wrote it."""
+    if cfg.rate_per_stream:
+        return f"--rate-per-stream {cfg.rate_per_stream:g} x --streams {cfg.streams}"
+    return f"--rate {cfg.rate:g}"
 
 
 def _flag(name: str) -> str:
@@ -431,13 +485,17 @@ def validate(cfg: RunConfig) -> None:
     if cfg.duration <= cfg.warmup:
         raise ConfigError(f"--duration {cfg.duration:g} is not allowed: it must be longer than "
                           f"--warmup {cfg.warmup:g} (the warm-up is part of the duration)")
-    frames = cfg.rate * cfg.duration
-    if frames < 1:
-        raise ConfigError(f"--rate {cfg.rate:g} x --duration {cfg.duration:g} s offers {frames:.3g} frames: "
+    check_arrival(cfg.arrival)
+    if closed_window(cfg.arrival) and cfg.rate_per_stream:
+        raise ConfigError(f"--rate-per-stream {cfg.rate_per_stream:g} is not allowed with --arrival "
+                          f"{cfg.arrival}: a closed loop sends a frame when one finishes, at no set rate")
+    frames = total_rate(cfg) * cfg.duration
+    if frames < 1 and not closed_window(cfg.arrival):
+        raise ConfigError(f"{_rate_flag(cfg)} x --duration {cfg.duration:g} s offers {frames:.3g} frames: "
                           "not allowed, a run must offer at least one frame")
     messages = frames * cfg.fanout_dist.mean
-    if messages > MAX_MESSAGES:
-        raise ConfigError(f"--rate {cfg.rate:g} x --duration {cfg.duration:g} s x fan-out mean "
+    if messages > MAX_MESSAGES and not closed_window(cfg.arrival):
+        raise ConfigError(f"{_rate_flag(cfg)} x --duration {cfg.duration:g} s x fan-out mean "
                           f"{cfg.fanout_dist.mean:g} offers {messages:.3g} messages: not allowed, at most "
                           f"{MAX_MESSAGES:,} a run (every frame's send time and every message's record are "
                           "held in memory); lower --rate or --duration")
@@ -451,8 +509,15 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--connect-timeout {cfg.connect_timeout:g} is not allowed: it must be > 0")
     if cfg.launcher == "external" and not cfg.broker_url and brokers.spec(cfg.broker).needs_server:
         raise ConfigError("--launcher external needs --broker-url (the address of the broker you run)")
+    # every broker flag's value whatever the broker, and where each applies (testbed/broker_flags.py)
+    broker_flags.check(cfg)
+    if cfg.hosts or cfg.ray_address:  # the hosts file, --place and root (testbed/hosts/checks.py)
+        from testbed.hosts.checks import check_run
+        check_run(cfg)
     # options are checked against the adapter's table here, before anything starts
+    check_cluster(cfg)
     check_faults(cfg)
+    check_ack(cfg)
     brokers_base().resolve_options(brokers.get(cfg.broker), cfg.broker_opt)
     if cfg.images and not os.path.isdir(cfg.images):
         raise ConfigError(f"--images {cfg.images!r} is not a folder")

@@ -16,10 +16,11 @@ import dataclasses
 import os
 import sys
 
+from testbed.cli import OneLineParser
 from testbed.config import add_run_arguments
 from testbed.errors import ConfigError, TestbedError
 from testbed.twin import predict as tp
-from testbed.twin.cli import (OneLineParser, as_json, config_json, console, fail, positive_int, prediction_table,
+from testbed.twin.cli import (as_json, config_json, console, fail, positive_int, prediction_table,
                               write_json)
 from testbed.twin.profile import load
 

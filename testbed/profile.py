@@ -15,7 +15,8 @@ import sys
 
 from testbed.errors import TestbedError
 from testbed.twin import profile as prof_mod
-from testbed.twin.cli import OneLineParser, fail
+from testbed.cli import OneLineParser
+from testbed.twin.cli import fail
 
 
 def build_parser() -> OneLineParser:

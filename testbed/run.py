@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from testbed.cli import OneLineParser
 from testbed.config import add_run_arguments, resolve
 from testbed.errors import ConfigError, TestbedError
 from testbed.orchestration.maxrate import (DEFAULT_MAX_PROBES, DEFAULT_MAX_RATE, DEFAULT_MIN_RATE, DEFAULT_SLO_MS,
@@ -27,12 +28,6 @@ from testbed.orchestration.maxrate import main_branch as maxrate_branch
 
 SEARCH_FLAGS = ("find_max_rate", "slo_p99_ms", "min_rate", "max_rate", "max_probes", "rate_tolerance", "use_twin")
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

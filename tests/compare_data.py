@@ -6,7 +6,6 @@ stacked bar. Each broker of the registry gets its own runs.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

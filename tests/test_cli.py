@@ -37,6 +37,18 @@ BAD = [
     (["--duration", "1e9"], "--duration 1e+09"),
     (["--rate", "1e300"], "--rate 1e+300"),
     (["--rate", "1e-300"], "at least one frame"),
+    # broker flags: values checked whatever the broker; a URL picks the broker (testbed/broker_flags.py)
+    (["--broker", "inproc", "--broker-cpus", "99"], "--broker-cpus '99'"),
+    (["--broker", "inproc", "--broker-heap", "lots"], "--broker-heap 'lots'"),
+    (["--broker", "zeromq", "--broker-memory", "lots"], "--broker-memory 'lots'"),
+    (["--broker", "kafka", "--broker-url", "http://x"], "--broker-url 'http://x' is not allowed for kafka"),
+    (["--broker", "redis", "--launcher", "local", "--broker-url", "redis://127.0.0.1:1/0"], "--launcher local"),
+    (["--broker", "nats", "--launcher", "docker", "--broker-url", "nats://127.0.0.1:1"], "--launcher docker"),
+    (["--broker", "inproc", "--broker-url", "tcp://127.0.0.1:1"], "--broker inproc"),
+    (["--broker", "zeromq", "--broker-url", "redis://127.0.0.1:1/0"], "tcp://HOST:PORT"),
+    (["--broker", "redis", "--broker-impl", "tansu"], "--broker-impl 'tansu'"),
+    (["--broker", "kafka", "--broker-impl", "nope"], "apache, tansu"),
+    (["--broker", "redis", "--broker-url", "redis://127.0.0.1:1/0", "--fault", "kill-broker@1s"], "external"),
 ]
 
 

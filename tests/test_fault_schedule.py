@@ -19,6 +19,13 @@ KINDS_PARSED = [
     ("net-bandwidth@25s:5s:8mbit", Fault("net-bandwidth", 25.0, 5.0, rate_bps=8e6)),
     ("net-reset@500ms", Fault("net-reset", 0.5)),
     ("net-blackhole@10s:2s", Fault("net-blackhole", 10.0, 2.0)),
+    ("kill-leader@10s", Fault("kill-leader", 10.0)),
+    ("pause-leader@10s:5s", Fault("pause-leader", 10.0, 5.0)),
+    ("bounce-leader@10s:3s", Fault("bounce-leader", 10.0, 3.0)),
+    ("kill-node:2@10s", Fault("kill-node", 10.0, node=2)),
+    ("pause-node:0@4s:2s", Fault("pause-node", 4.0, 2.0, node=0)),
+    ("bounce-node:1@10s:3s", Fault("bounce-node", 10.0, 3.0, node=1)),
+    ("partition-host:mq@10s:3s", Fault("partition-host", 10.0, 3.0, host="mq")),
 ]
 
 
@@ -179,8 +186,10 @@ class Caps:  # a spec object works as well as a mapping
 def test_faults_apply_where_they_can():
     every = schedule(*(t for t, _ in KINDS_PARSED if not t.startswith(("net-jitter@10s:5s:20ms:", "restart"))))
     for f in every:
-        assert refusal(f, "local", SERVER) is None
-        assert refusal(f, "docker", Caps()) is None
+        cluster = f.target.startswith(("leader", "node"))  # one node of a cluster (tests/test_clusters.py)
+        hosts = ["mq"] if f.target.startswith("host") else None  # a simulated host (tests/test_hosts_runs.py)
+        assert refusal(f, "local", SERVER, nodes=3 if cluster else 1, hosts=hosts) is None
+        assert refusal(f, "docker", Caps(), nodes=3 if cluster else 1, hosts=hosts) is None
     for f in schedule("net-delay@1s:1s:20ms", "kill-consumer:0@1s", "net-reset@1s"):
         assert refusal(f, "external", SERVER) is None  # a proxy fits in front of an external broker
     assert refusal(parse("kill-consumer:0@1s"), "embedded", BROKERLESS) is None
@@ -194,6 +203,7 @@ REFUSED = [
     ("kill-consumer:0@1s", "embedded", IN_PROCESS, ["threads of one process"]),
     ("net-delay@1s:1s:20ms", "embedded", BROKERLESS, ["no broker connection"]),
     ("net-reset@1s", "embedded", IN_PROCESS, ["no broker connection"]),
+    ("partition-host:mq@1s:1s", "local", SERVER, ["needs simulated hosts"]),
 ]
 
 

@@ -152,3 +152,27 @@ def test_nothing_under_testbed_names_a_broker():
                 for m in pattern.finditer(line):
                     found.append(f"{os.path.relpath(path, ROOT)}:{no}: {m.group(0)}")
     assert not found, "broker names under testbed/ (they belong in brokers/<name>/): " + "; ".join(found[:20])
+
+
+def test_every_command_line_uses_the_one_parser():
+    """One ``OneLineParser`` (testbed/cli.py) for every ``python -m testbed.X``: no other module defines an
+    argparse parser class, and every CLI module builds its parser from the shared one."""
+    own, users = [], []
+    for name, path in modules().items():
+        with open(path) as fh:
+            tree = ast.parse(fh.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(
+                    (isinstance(b, ast.Attribute) and b.attr == "ArgumentParser")
+                    or (isinstance(b, ast.Name) and b.id == "ArgumentParser") for b in node.bases):
+                own.append(f"{name}.{node.name}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr == "ArgumentParser":
+                own.append(f"{name}: argparse.ArgumentParser(...) at line {node.lineno}")
+            if isinstance(node, ast.ImportFrom) and node.module == "testbed.cli" and \
+                    any(a.name == "OneLineParser" for a in node.names):
+                users.append(name)
+    assert own == ["testbed.cli.OneLineParser"], own
+    clis = [n for n, p in modules().items() if n.count(".") == 1 and n.startswith("testbed.")
+            and "build_parser" in open(p).read()]
+    assert clis and all(n in users for n in clis), (clis, users)

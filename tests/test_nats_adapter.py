@@ -376,6 +376,42 @@ def test_publish_to_a_topic_without_stream_is_refused(make):
     assert "no stream" in _one_line_error(a.flush)
 
 
+def test_short_pulls_do_not_stall_when_a_message_races_their_expiry(make, topic):
+    """nats-server before 2.9.16 drops a pull that expires just as a message arrives without ending it (no
+    408): the adapter must give up on it soon after its expiry, not a quarter second later, while the
+    messages wait in the stream (docs/nats.md, "The quarter-second hop"). Short pulls (a batch's wait)
+    against messages arriving every few ms hit that race many times a second here."""
+    c = make()
+    c.subscribe(topic, "g", "c0")
+    p = make()
+    stop = threading.Event()
+
+    def produce():
+        rng = __import__("numpy").random.default_rng(1)
+        i = 0
+        while not stop.is_set():
+            time.sleep(rng.uniform(0.0005, 0.004))
+            p.publish_envelope(topic, env(i, b"x" * 1000))
+            i += 1
+    t = threading.Thread(target=produce)
+    t.start()
+    longest, calls, got = 0.0, 0, 0
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            ds = c.receive(1, 0.002)
+            longest = max(longest, time.monotonic() - t0)
+            calls, got = calls + 1, got + len(ds)
+            if ds:
+                c.ack(ds)
+    finally:
+        stop.set()
+        t.join()
+    assert got > 100 and calls > got
+    assert longest < 0.1, f"a receive with a 2 ms timeout took {longest * 1000:.0f} ms"
+
+
 def test_receive_after_the_topic_is_deleted_fails(make, topic):
     c = make()
     c.subscribe(topic, "g", "c0")

@@ -99,6 +99,12 @@ def test_a_failing_phase_undoes_what_was_done(tmp_path, monkeypatch):
         return h
     monkeypatch.setattr(ex, "launch", launch)
     monkeypatch.setattr(ex, "READY_TIMEOUT_S", 0.0)
+
+    class NeverReady(ex.Collector):  # the stages' "ready" reports are dropped: the phase must time out
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.ready = _Forgetful()
+    monkeypatch.setattr(ex, "Collector", NeverReady)
     cfg = RunConfig(broker="zeromq", out=str(tmp_path / "run"), connect_timeout=0.2, **QUICK)
     run = ex.Run(cfg)
     with pytest.raises(StageError, match="not ready"):
@@ -193,3 +199,10 @@ def test_a_stage_b_replica_killed_and_restarted_mid_run(tmp_path):
     assert hook.done == ["killed", "restarted"] and hook.ready_again
     assert r.complete, r.summary["error"]
     assert r.summary["received"] > 0
+
+
+class _Forgetful(dict):
+    """A dict that keeps nothing set in it."""
+
+    def __setitem__(self, key, value):
+        pass

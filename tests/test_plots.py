@@ -168,8 +168,9 @@ def test_one_colour_per_broker_in_every_plot(figs):
                     found += 1
             for c in ax.containers:
                 b = c.get_label()
-                if b in expected:
-                    assert matplotlib.colors.to_rgba(c.lines[0].get_color()) == expected[b], (name, b)
+                if b in expected:  # a broker's points (error bars), or its bar where a panel has one load
+                    got = c.patches[0].get_facecolor() if hasattr(c, "patches") else c.lines[0].get_color()
+                    assert matplotlib.colors.to_rgba(got) == expected[b], (name, b)
                     found += 1
     assert found >= 4 * len(brokers.names())
 
@@ -177,3 +178,87 @@ def test_one_colour_per_broker_in_every_plot(figs):
 def test_plain_number():
     assert [plots.plain_number(v) for v in (0.001, 0.05, 1.0, 3.0, 300.0, 20000.0, 1e5, 1.5)] == \
         ["0.001", "0.05", "1", "3", "300", "20000", "100000", "1.5"]
+
+
+# -- one load level, and points that coincide (issue: a 2% difference filled the plot) --------------------
+@pytest.fixture(scope="module")
+def one_level(tmp_path_factory):
+    """Three brokers at one load (two repetitions each): p99s a few percent apart, throughputs equal."""
+    import matplotlib.pyplot as plt
+    from tests.compare_data import _run
+    out = str(tmp_path_factory.mktemp("one-level") / "results")
+    names = brokers.names()[:3]
+    for i, b in enumerate(names):
+        for rep in (1, 2):
+            _run(out, f"{b}-rep{rep}", b, 0.8, scale_ms=195.0, seed=100 + rep)  # same draws: p99s close
+    _, complete = groups.load([out])
+    table, _ = groups.group(complete)
+    made = plots.figures(table)
+    for fig in made.values():
+        fig.canvas.draw()
+    yield names, made
+    for fig in made.values():
+        plt.close(fig)
+
+
+def _bars(ax) -> dict:
+    from matplotlib.container import BarContainer
+    return {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+
+
+@pytest.mark.parametrize("name", ["p99_vs_load.png", "throughput_vs_load.png"])
+def test_one_load_level_draws_bars_from_zero(one_level, name):
+    names, made = one_level
+    fig = made[name]
+    (ax,) = _axes(fig)
+    bars = _bars(ax)
+    assert list(bars) == names, "a bar per broker, in the registry's order"
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0.0
+    top = max(b.patches[0].get_height() for b in bars.values())
+    assert ax.get_ylim()[1] >= top, "every bar whole"
+    expected = plots.broker_colors(names)
+    for b, c in bars.items():
+        assert matplotlib.colors.to_rgba(c.patches[0].get_facecolor()) == expected[b]
+        assert c.patches[0].get_y() == 0.0
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert "one load level" in ax.get_xlabel() and "log" not in ax.get_ylabel()
+    listed = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(listed) == sorted(_drawn(ax))
+    assert "bars from zero" in fig._suptitle.get_text()
+
+
+def test_one_load_level_writes_each_median_on_its_bar(one_level):
+    names, made = one_level
+    (ax,) = _axes(made["p99_vs_load.png"])
+    written = [t.get_text() for t in ax.texts]
+    heights = [c.patches[0].get_height() for c in _bars(ax).values()]
+    assert len(written) == len(names) and all(float(w) == pytest.approx(h, rel=1e-3) for w, h in zip(written, heights))
+
+
+def test_throughput_of_one_level_shows_the_offered_rate(one_level):
+    _, made = one_level
+    (ax,) = _axes(made["throughput_vs_load.png"])
+    offered = [line for line in ax.lines if line.get_label() == "offered"]
+    assert offered and offered[0].get_ydata()[0] == 40.0
+
+
+def test_points_that_coincide_are_set_side_by_side(figs):
+    """Every broker's throughput is the same at both loads (tests/compare_data.py): no point may hide
+    another; p99s far apart stay at their load."""
+    import numpy as np
+    table, made = figs
+    loads = sorted(set(table[table["pipeline"] == "synthetic"]["rho"].astype(float)))
+    for name, dodged in (("throughput_vs_load.png", True), ("p99_vs_load.png", False)):
+        fig = made[name]
+        (ax,) = [ax for ax in _axes(fig) if not _bars(ax)]  # the synthetic runs' panel: two loads
+        xs = {c.get_label(): np.asarray(c.lines[0].get_xdata(), dtype=float) for c in ax.containers
+              if c.get_label() in brokers.names()}
+        assert len(xs) == len(brokers.names())
+        for k, load in enumerate(loads):
+            at = [x[k] for x in xs.values()]
+            if dodged:
+                assert len(set(at)) == len(at), f"{name}: points at rho {load} lie on each other"
+                assert max(abs(a - load) for a in at) <= 0.1 * (loads[-1] - loads[0])  # near its load
+            else:
+                assert at == [load] * len(at)
+        assert ("side by side" in fig._suptitle.get_text()) == dodged

@@ -177,12 +177,12 @@ def test_resumed_sweep_skips_finished_runs_and_redoes_an_incomplete_one(tmp_path
 
 
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
-    # zeromq cannot bind a socket in a folder that does not exist: that run fails, inproc still runs
+    # zeromq cannot bind a socket in a folder that does not exist: that run fails, the next still runs
     path = write(tmp_path, f"""
         grid:
-          broker: [zeromq, inproc]
+          broker: [zeromq]
+          broker_url: [ipc://{tmp_path}/missing/dir/sock, ipc://{tmp_path}/sock]
         fixed:
-          broker_url: ipc://{tmp_path}/missing/dir/sock
           rate: 10
           fanout: 1
           duration: 1.5

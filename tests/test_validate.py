@@ -1,4 +1,4 @@
-"""python -m testbed.validate: a short real case on inproc, its replays against closed forms, the CLI."""
+"""python -m testbed.validate (testbed/validation/): a short real case on inproc, its replays against closed forms, the CLI."""
 import csv
 import math
 import os
@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from testbed import validate as v
+from testbed import validation as v
 from testbed.analysis import queueing as q
-from testbed.config import RunConfig
+from testbed.config import RunConfig, validate as validate_config
+from testbed.validation import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +39,7 @@ def test_tandem_theory_is_the_replay_of_a_long_schedule():
 
 def test_a_short_case_on_inproc(tmp_path, capsys):
     out = tmp_path / "val"
-    code = v.main(["--cases", "md1-50", "--brokers", "inproc", "--duration", "5", "--warmup", "1",
+    code = cli.main(["--cases", "md1-50", "--brokers", "inproc", "--duration", "5", "--warmup", "1",
                    "--out", str(out)])
     assert code in (0, 1)  # a busy machine may miss the 5% target; the checks below must hold anyway
     printed = capsys.readouterr()
@@ -70,8 +71,8 @@ def test_a_failed_case_exits_1(tmp_path, monkeypatch, capsys):
         o.nominal = {"p50": 10.0, "p90": 20.0, "p99": 40.0, "mean": 12.0}  # p50 10% over: FAIL
         o.measured_cost = dict(o.measured)
         return o
-    monkeypatch.setattr(v, "run_one", bad)
-    assert v.main(["--cases", "md1-50", "--brokers", "inproc", "--out", str(tmp_path / "x")]) == 1
+    monkeypatch.setattr(cli, "run_one", bad)
+    assert cli.main(["--cases", "md1-50", "--brokers", "inproc", "--out", str(tmp_path / "x")]) == 1
     with open(tmp_path / "x" / "validate.csv", newline="") as fh:
         verdicts = {r["stat"]: r["verdict"] for r in csv.DictReader(fh)}
     assert verdicts == {"p50": "FAIL", "p90": "PASS", "p99": "PASS", "mean": ""}
@@ -113,7 +114,7 @@ def test_every_case_builds_a_valid_config_for_every_broker():
     for name in v.CASES:
         for b in brokers.names():
             cfg = case_cfg(name, broker=b)
-            v.validate_config(cfg)
+            validate_config(cfg)
             dispatch, _ = v.broker_facts(b)
             assert dispatch in ("shared", "round_robin", "partition")
     assert v.embedded_brokers()  # the default set is never empty

@@ -6,7 +6,9 @@
 | delivery      | at least once: offsets are committed after service (``ack``); a consumer that dies before   |
 |               | its commit has its messages delivered again to the member that takes over its partitions   |
 | ordering      | FIFO per partition; messages are dealt to the partitions in turn (``partitioner``), and     |
-|               | with N replicas each consumer gets its own partitions, each in order                       |
+|               | with N replicas each consumer gets its own partitions, each in order; with several camera  |
+|               | streams (``--streams``) each stream's messages carry its key and go to one partition       |
+|               | (stream s to partition s mod P), so a stream keeps its order end to end                    |
 | persistence   | Apache Kafka: the broker's log on disk (page cache, no fsync per message: Kafka's default); |
 |               | tansu memory engine: in memory only, lost when the broker stops                            |
 | backlog means | consumer lag of the run's group: sum over partitions of high watermark - committed offset  |
@@ -32,11 +34,15 @@ Options (``--broker-opt KEY=VALUE``), with what they do to latency:
 | ``auto.offset.reset`` | earliest | *not* Kafka's ``latest``: the run's group is new, and a consumer that joins after the first messages (or takes over from a dead one) must not skip them |
 | ``message.max.bytes`` | 67109888 | *not* librdkafka's 1000000: the testbed carries messages up to 64 MiB (+ 1 KiB of record overhead); the topic is created with the same ``max.message.bytes`` |
 | ``socket.nagle.disable`` | true | *not* librdkafka's false: Kafka's own Java client and broker always disable Nagle; with it on a small request can wait for a delayed ACK |
-| ``partitioner`` | round_robin | *not* librdkafka's sticky partitioner: messages carry no key, and sticky sends a whole batch (up to ``sticky.partitioning.linger.ms``, 10 ms) to one partition, so with N replicas one replica gets bursts while the others idle (measured: 400 quick messages over 2 partitions went 400/0). round_robin deals them in turn, as RabbitMQ and Redis groups do |
-| ``commit`` | async | ``ack`` commits the acked offsets asynchronously (sync waits for the broker per batch: one round trip per ``receive``) |
+| ``partitioner`` | round_robin | (one camera stream; with several, each stream is keyed to its own partition) *not* librdkafka's sticky partitioner: messages carry no key, and sticky sends a whole batch (up to ``sticky.partitioning.linger.ms``, 10 ms) to one partition, so with N replicas one replica gets bursts while the others idle (measured: 400 quick messages over 2 partitions went 400/0). round_robin deals them in turn, as RabbitMQ and Redis groups do |
+| ``replication_factor`` | 1 | replicas of each partition of the run's topic (a cluster of N nodes sets N: brokers/kafka/cluster.py) |
+| ``ack_times`` | false (at least once: true) | note when each acknowledgement arrives (a delivery report for every message, about 1 us each, in 10 ms bins): the producer's calls return before the broker acknowledges, so without it ``unavailable_s`` cannot see a failover |
+| ``min_insync_replicas`` | 0 | the topic's ``min.insync.replicas`` (0 = the broker's, 1): with acks=all a produce fails unless this many replicas are in sync (a cluster sets N-1) |
 
 Which matter for latency: ``linger.ms`` (every message may wait that long in the producer), ``fetch.min.bytes``
-and on tansu ``fetch.wait.max.ms``, ``acks`` (all waits for the log append), and ``commit=sync`` (a round trip
+and on tansu ``fetch.wait.max.ms``, ``acks`` (all waits for the log append), and ``--ack`` (per-batch, the default,
+waits for a synchronous commit of each batch: a round trip to the group coordinator; async does not; what the
+``commit`` option of earlier rounds chose)
 per batch in the consumer's service loop). ``session.timeout.ms`` decides how long a crashed consumer's
 messages wait.
 
@@ -71,6 +77,7 @@ from testbed.errors import BrokerError, ConfigError
 
 TOPIC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 1024
 FLUSH_TIMEOUT_S = 60.0
+ACK_BIN_NS = 10_000_000  # ack_times: acknowledgements noted per 10 ms
 KEEPALIVE_POLL_S = 0.02
 #: option defaults that differ on tansu (the endpoint's impl says which broker answers), and why: above
 TANSU_DEFAULTS = {"session.timeout.ms": 6000, "fetch.wait.max.ms": 10}
@@ -109,7 +116,10 @@ class KafkaBroker(Broker):
         "partitioner": Option("round_robin", "round_robin (the adapter deals messages to partitions in turn) "
                               "or sticky (librdkafka's default for messages without a key)", str,
                               ("round_robin", "sticky")),
-        "commit": Option("async", "how ack commits: async, or sync (a round trip per batch)", str, ("async", "sync")),
+        "replication_factor": Option(1, "replicas of each partition of the run's topic (a cluster: its nodes)", int),
+        "min_insync_replicas": Option(0, "the topic's min.insync.replicas (0 = the broker's own)", int),
+        "ack_times": Option(False, "note when acknowledgements arrive (a delivery report per message), "
+                                   "for unavailable_s", bool),
     }
 
     def __init__(self, endpoint: Endpoint):
@@ -128,6 +138,8 @@ class KafkaBroker(Broker):
         self._consumer: Consumer | None = None
         self._errors: list[str] = []
         self._failed: list[tuple[bytes, str]] = []  # (value, why) of failed deliveries: take_failed
+        self._ack_bins: set | None = None  # ack_times: 10 ms bins in which acknowledgements arrived
+        self._offset_readers: dict = {}  # group -> a consumer that reads its offsets (broker_backlog)
         self._assigned: set = set()
         self._stash: list = []
         self._keepalive: threading.Thread | None = None
@@ -135,6 +147,7 @@ class KafkaBroker(Broker):
         self._partitions: dict[str, int] = {}
         self._pub_topic = None
         self._pub_next = self._produce = self._poll = None
+        self._key = None  # several camera streams: this producer's stream, as the messages' key
         self._round_robin = self.options["partitioner"] == "round_robin"
         self._timeout_s = 10.0
 
@@ -165,8 +178,11 @@ class KafkaBroker(Broker):
 
     def ensure_topic(self, topic: str, partitions: int) -> None:
         partitions = max(1, int(partitions))
-        new = NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                       config={"max.message.bytes": str(self.options["message.max.bytes"])})
+        config = {"max.message.bytes": str(self.options["message.max.bytes"])}
+        if self.options["min_insync_replicas"] > 0:
+            config["min.insync.replicas"] = str(self.options["min_insync_replicas"])
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=max(1, self.options["replication_factor"]),
+                       config=config)
         fut = self._admin.create_topics([new], request_timeout=self._timeout_s)[topic]
         try:
             fut.result(self._timeout_s + 5)
@@ -222,12 +238,20 @@ class KafkaBroker(Broker):
         if self._producer is not None:
             producer, self._producer = self._producer, None
             producer.flush(5.0)
+        readers, self._offset_readers = self._offset_readers, {}
+        for reader in readers.values():
+            try:
+                reader.close()
+            except (KafkaException, RuntimeError):
+                pass
         self._admin = None
 
     # -- producer ---------------------------------------------------------------------------------
     def _make_producer(self) -> Producer:
+        every = self.options["ack_times"] and str(self.options["acks"]) != "0"
+        self._ack_bins = set() if every else None
         conf = {**self._common(), **{k: self.options[k] for k in PRODUCER_KEYS},
-                "delivery.report.only.error": True, "on_delivery": self._on_delivery}
+                "delivery.report.only.error": not every, "on_delivery": self._on_delivery}
         self._producer = Producer(conf)
         return self._producer
 
@@ -235,6 +259,16 @@ class KafkaBroker(Broker):
         if err is not None:
             self._errors.append(f"delivery to {msg.topic()} failed: {err.str()}")
             self._failed.append((msg.value(), err.str()))
+        elif self._ack_bins is not None:  # served by the poll after each produce: when the ack came
+            self._ack_bins.add(time.monotonic_ns() // ACK_BIN_NS)
+
+    def take_ack_bins(self) -> list[int] | None:
+        """``ack_times``: the 10 ms bins of the monotonic clock (``ns // ACK_BIN_NS``) in which an
+        acknowledgement arrived, sorted (None without ``ack_times``). Emptied by the call."""
+        if self._ack_bins is None:
+            return None
+        out, self._ack_bins = sorted(self._ack_bins), set()
+        return out
 
     def take_failed(self) -> list[tuple[bytes, str]]:
         """Messages whose delivery failed after ``publish`` returned (the harness marks them not
@@ -262,8 +296,15 @@ class KafkaBroker(Broker):
     def _prepare_topic(self, topic: str) -> None:
         """Once per topic (not per message): the partition picker and the bound client calls."""
         producer = self._producer or self._make_producer()
-        n = self._partitions.get(topic) or (self._partition_count(topic, self._timeout_s) if self._round_robin else 0)
-        self._pub_next = itertools.cycle(range(n)).__next__ if (self._round_robin and n) else (lambda: -1)
+        keyed = self.streams > 1  # a key per camera stream: all its messages to one partition, in order
+        n = self._partitions.get(topic) or (self._partition_count(topic, self._timeout_s)
+                                            if (self._round_robin or keyed) else 0)
+        if keyed:
+            part = self.stream % n if n else -1
+            self._key = str(self.stream).encode()
+            self._pub_next = lambda: part
+        else:
+            self._pub_next = itertools.cycle(range(n)).__next__ if (self._round_robin and n) else (lambda: -1)
         self._pub_topic = topic
         self._produce, self._poll = producer.produce, producer.poll
 
@@ -282,14 +323,14 @@ class KafkaBroker(Broker):
             self._raise_client_error()
         part = self._pub_next()
         try:
-            self._produce(topic, value, partition=part)
+            self._produce(topic, value, partition=part, key=self._key)
         except BufferError:
             # the client's queue is full: serve it until there is room (the stall shows as publish delay)
             while True:
                 self._poll(0.05)
                 self._raise_client_error()
                 try:
-                    self._produce(topic, value, partition=part)
+                    self._produce(topic, value, partition=part, key=self._key)
                     break
                 except BufferError:
                     continue
@@ -376,19 +417,29 @@ class KafkaBroker(Broker):
         return out
 
     def ack(self, deliveries: list[Delivery]) -> None:
-        """Commit, per partition, the offset after the last acked message."""
+        """Commit, per partition, the offset after the last acked message: synchronously once per batch
+        (per-batch) or per message (per-message), or asynchronously once per batch (async: librdkafka
+        sends it from its own thread; a failure only means those messages come again)."""
         if not deliveries:
             return
-        last = {}
-        for d in deliveries:
-            last[d.token.partition()] = d.token
-        asynchronous = self.options["commit"] == "async"
+        consumer, mode = self._consumer, self.ack_mode
         try:
+            if mode == "per-message":
+                for d in deliveries:
+                    consumer.commit(message=d.token, asynchronous=False)
+                return
+            asynchronous = mode == "async"
+            if len(deliveries) == 1:
+                consumer.commit(message=deliveries[0].token, asynchronous=asynchronous)
+                return
+            last = {}
+            for d in deliveries:
+                last[d.token.partition()] = d.token
             if len(last) == 1:
-                self._consumer.commit(message=next(iter(last.values())), asynchronous=asynchronous)
+                consumer.commit(message=next(iter(last.values())), asynchronous=asynchronous)
             else:
-                self._consumer.commit(offsets=[TopicPartition(m.topic(), p, m.offset() + 1)
-                                               for p, m in last.items()], asynchronous=asynchronous)
+                consumer.commit(offsets=[TopicPartition(m.topic(), p, m.offset() + 1)
+                                         for p, m in last.items()], asynchronous=asynchronous)
         except KafkaException as exc:  # sync commit lost to a rebalance: the messages come again
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.fatal():
@@ -408,23 +459,28 @@ class KafkaBroker(Broker):
 
     def broker_backlog(self, topic: str, group: str) -> int | None:
         """Consumer lag of ``group``: sum of high watermark - committed offset (a partition without a
-        commit counts from its low watermark, 0 on a fresh topic). None on tansu: its watermark is wrong."""
+        commit counts from its low watermark, 0 on a fresh topic). None on tansu: its watermark is wrong.
+
+        Read through a consumer of the group that never joins it (``committed``, the watermarks), not the
+        admin API: the admin API's coordinator requests (ListConsumerGroupOffsets) abort the whole process
+        when the coordinator's connection drops under them (librdkafka issue 4605: a cluster's node
+        killed while the orchestrator samples once a second); the consumer's own offset fetch does not."""
         if self.tansu or self._admin is None:
             return None
-        from confluent_kafka import ConsumerGroupTopicPartitions
-        from confluent_kafka.admin import OffsetSpec
         n = self._partitions.get(topic)
         if n is None:
             md = self._admin.list_topics(topic, timeout=2.0)
             n = len(md.topics[topic].partitions)
+        reader = self._offset_readers.get(group)
+        if reader is None:
+            reader = self._offset_readers[group] = Consumer({**self._common(), "error_cb": lambda err: None,
+                                                             "group.id": group, "enable.auto.commit": False})
         tps = [TopicPartition(topic, p) for p in range(n)]
-        ends = self._admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=2.0)
-        req = [ConsumerGroupTopicPartitions(group, tps)]
-        committed = self._admin.list_consumer_group_offsets(req, request_timeout=2.0)[group].result(3.0)
-        done = {tp.partition: max(0, tp.offset) for tp in committed.topic_partitions}
+        done = {tp.partition: max(0, tp.offset) for tp in reader.committed(tps, timeout=2.0)}
         lag = 0
-        for tp, fut in ends.items():
-            lag += max(0, fut.result(3.0).offset - done.get(tp.partition, 0))
+        for tp in tps:
+            _low, high = reader.get_watermark_offsets(tp, timeout=2.0, cached=False)
+            lag += max(0, high - done.get(tp.partition, 0))
         return lag
 
 

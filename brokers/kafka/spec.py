@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import secrets
 
-from brokers.kafka import dist, image, tansu
-from brokers.spec import (Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan, Step,
+from brokers.kafka import cluster, dist, image, tansu
+from brokers.spec import (ACK_MODES, Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan, Step,
                           Testing)
 
 
@@ -78,22 +78,34 @@ def tansu_plan(ctx: Context) -> Plan:
     return Plan(argv=argv, env={"RUST_LOG": os.environ.get("TESTBED_TANSU_LOG", "warn")}, facts={"argv": argv})
 
 
+JAVA = Binary("kafka", "java", dist.JAVA_PACKAGE, container_path="java")
+
+
+def _version(binary: str, log: str) -> str:
+    return dist.version_from_log(log)
+
+
+def _install(progress) -> str:
+    return dist.install(progress=progress)
+
+
 V, TV = dist.KAFKA_VERSION, tansu.VERSION
 SPEC = BrokerSpec(
     name="kafka",
     summary="Kafka (Apache Kafka or tansu): a partition per replica, a consumer group, commits after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="partition", delivery=("at-most-once", "at-least-once")),
+                              dispatch="partition", delivery=("at-most-once", "at-least-once"),
+                              # a synchronous commit per message or per batch, or an asynchronous one
+                              ack_modes=ACK_MODES, ack_default="per-batch"),
     client="confluent-kafka", extra="kafka",
     url_form="kafka://HOST:PORT[,HOST:PORT]",
+    url_schemes=("kafka://", "tcp://", "plaintext://"),  # what client.bootstrap_servers takes
     impls=(
-        Impl("apache", label="apache-kafka {version}", version=V, check=_check,
+        Impl("apache", label="apache-kafka {version}", version=V, check=_check, flags=("broker_heap",),
              local=LocalRecipe(
-                 server=Binary("kafka", "java", dist.JAVA_PACKAGE, container_path="java"),
-                 plan=apache_plan, ports=("port", "controller"), url="kafka://{host}:{port}",
-                 probe=_round_trip, version=lambda binary, log: dist.version_from_log(log),
-                 install=lambda progress: dist.install(progress=progress),
-                 start_timeout_s=60.0, stop_grace_s=10.0),
+                 server=JAVA, plan=apache_plan, ports=("port", "controller"), url="kafka://{host}:{port}",
+                 probe=_round_trip, version=_version, install=_install, start_timeout_s=60.0, stop_grace_s=10.0),
+             cluster=cluster.cluster(JAVA, 60.0, _round_trip, _version, _install),
              image=Image("kafka", f"apache/kafka:{V}", f"testbed/kafka:apache-{V}-jre17", V,
                          (dist.JAVA_PACKAGE,), "TESTBED_KAFKA_IMAGE", "17.", build=image.apache_build),
              testing=Testing(options={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
@@ -110,13 +122,16 @@ SPEC = BrokerSpec(
              # its high watermark is wrong, so consumer lag from it would be too: no backlog figure;
              # its storage is in memory (memory://): a restart loses everything, so at most once
              capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=False,
-                                       dispatch="partition", delivery=("at-most-once",)),
+                                       dispatch="partition", delivery=("at-most-once",),
+                                       ack_modes=ACK_MODES, ack_default="per-batch"),
+             no_cluster="its memory engine has no replication (use --broker-impl apache)",
              # session.timeout.ms=6000 is the adapter's tansu default
              testing=Testing(options={"heartbeat.interval.ms": "500"}, redelivery_timeout_s=30.0,
                              dead_url="kafka://127.0.0.1:{port}")),
     ),
     # at least once: every in-sync replica acknowledges, the producer is idempotent (offsets are always
-    # committed after service); at most once: no acknowledgement at all
-    delivery_options={"at-least-once": {"acks": "all", "enable.idempotence": True},
+    # committed after service), and when each acknowledgement arrives is noted (unavailable_s); at most
+    # once: no acknowledgement at all
+    delivery_options={"at-least-once": {"acks": "all", "enable.idempotence": True, "ack_times": True},
                       "at-most-once": {"acks": "0", "enable.idempotence": False}},
 )

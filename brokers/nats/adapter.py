@@ -13,9 +13,15 @@
 |                    | count, which on a work-queue stream is the same thing                          |
 | options            | ``storage`` = file, ``ack_wait_s`` = 30, ``max_ack_pending`` = 1000,           |
 |                    | ``fetch_max_bytes`` = 16 MiB, ``publish`` = acked, ``async_window`` = 256,     |
-|                    | ``reply_timeout_s`` = 10                                                       |
+|                    | ``reply_timeout_s`` = 10, ``replicas`` = 1                                     |
 
-URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (``tls://`` for TLS), as nats-py takes it.
+URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (``tls://`` for TLS), as nats-py takes it; a cluster's servers
+comma-separated (``nats://h1:p1,nats://h2:p2``): the client connects to the first that answers.
+
+Clusters (``--broker-nodes N``, brokers/nats/cluster.py): the stream is made with ``replicas`` = N
+(``num_replicas``: JetStream replicates it over N servers with Raft, and a PubAck means a majority stored
+it); while the cluster forms, stream creation is retried (JetStream answers "insufficient resources"
+until enough servers have joined).
 
 Names: the stream is named after the topic with ``.``, ``*``, ``>``, ``/``, ``\\`` and spaces replaced by
 ``_`` (JetStream names exclude them); its one subject is the topic itself. The durable consumer is named
@@ -31,7 +37,9 @@ Stage B: ``receive`` sends one pull request ``{"batch": max, "max_bytes": fetch_
 timeout, "no_wait": true}``: the server answers at once with what is there (up to the batch) and a
 status that ends the request, or, when there is nothing, holds the request until the first message
 arrives or ``expires`` passes (never a polling sleep). ``ack`` sends one ``PUB <ack subject> 0`` per
-delivery, all in one write; like nats-py's ``Msg.ack`` it expects no reply.
+delivery, all in one write; ``--ack`` says what it waits for: per-batch (the default) gives the last one a
+reply subject and waits for JetStream's reply, per-message waits for each one's (nats-py's ``ack_sync``),
+async for none (nats-py's ``Msg.ack``).
 
 Why the consumer's window is bounded in bytes (``fetch_max_bytes``) while ``max_ack_pending`` stays at
 JetStream's 1000: the server writes into a connection only what a pull asked for, so what can pile up in
@@ -68,6 +76,7 @@ import asyncio
 import collections
 import json
 import re
+import time
 import urllib.parse
 
 import nats
@@ -76,21 +85,25 @@ import nats.js.errors as jerr
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from brokers.base import Broker, Delivery, Endpoint, Option, not_reachable
+from brokers.nats.spec import SPEC
 from testbed.errors import BrokerError
 
 _CRLF = b"\r\n"
 _BAD_NAME = re.compile(r"[.*>/\\\s]")
 #: pull request answers that end the request normally (no messages / request done)
 _END = ("404", "408")
-#: how long after ``expires`` a pull waits for the server's end-of-request before giving up on it
-_PULL_GRACE_S = 0.25
+#: how long after ``expires`` a pull waits for the server's end-of-request before giving up on it. The
+#: server ends a pull on time (measured here under a vision run's load on 2 cores: 1.3 ms late at p50,
+#: 15 ms at most over 888 pulls), but nats-server before 2.9.16 (Debian 12 ships 2.9.10) sometimes ends
+#: none: a pull that expires just as a message arrives is dropped without its 408 (nats-server pull
+#: request 3942, "Fix Pull Consumer not sending request timeout"). Every such pull stalls the consumer for
+#: this long while messages wait in the stream: 250 ms gave NATS its quarter-second hop (docs/nats.md).
+_PULL_GRACE_S = 0.02
 _MiB = 1 << 20
 
 
 class NatsBroker(Broker):
-    name = "nats"
-    redelivers = True
-    competing_consumers = True
+    spec = SPEC
     OPTIONS = {
         "storage": Option("file", "where the stream keeps messages", str, ("file", "memory")),
         "ack_wait_s": Option(30.0, "redeliver a message not acked this many seconds after delivery "
@@ -105,6 +118,7 @@ class NatsBroker(Broker):
         "async_window": Option(256, "publish=async: at most this many PubAcks outstanding", int),
         "reply_timeout_s": Option(10.0, "give up on a broker reply (PubAck, JetStream API) after this "
                                         "many seconds", float),
+        "replicas": Option(1, "the stream's num_replicas: servers of a cluster that store it (1 to 5)", int),
     }
 
     def __init__(self, endpoint: Endpoint):
@@ -112,6 +126,9 @@ class NatsBroker(Broker):
         for key in ("ack_wait_s", "reply_timeout_s"):
             if self.options[key] <= 0:
                 raise BrokerError(f"nats: --broker-opt {key}={self.options[key]:g} must be > 0")
+        if not 1 <= self.options["replicas"] <= 5:
+            raise BrokerError(f"nats: --broker-opt replicas={self.options['replicas']} must be 1 to 5 "
+                              "(JetStream's limit)")
         for key in ("max_ack_pending", "fetch_max_bytes", "async_window"):
             if self.options[key] < 1:
                 raise BrokerError(f"nats: --broker-opt {key}={self.options[key]} must be >= 1")
@@ -139,6 +156,9 @@ class NatsBroker(Broker):
         self._pull_seq = 0
         self._pull_token = ""
         self._pull_wait: asyncio.Future | None = None
+        self._ack_seq = 0  # --ack per-batch / per-message: the reply awaited
+        self._ack_token = ""
+        self._ack_wait: asyncio.Future | None = None
         self._pull_max = 0
         self._got: list[Delivery] = []
         self._stale: collections.deque = collections.deque()  # answers to a request given up on
@@ -195,7 +215,9 @@ class NatsBroker(Broker):
     def connect(self, timeout_s: float = 10.0) -> None:
         url = self.endpoint.url
         where = f"nats broker at {_safe(url)}"
-        _check_url(url)
+        servers = [u.strip() for u in url.split(",")]
+        for u in servers:
+            _check_url(u)
         self._loop = asyncio.new_event_loop()
         errors: list[BaseException] = []
 
@@ -208,7 +230,7 @@ class NatsBroker(Broker):
 
         try:
             self._nc = self._loop.run_until_complete(asyncio.wait_for(nats.connect(
-                servers=[url], allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.05,
+                servers=servers, allow_reconnect=False, dont_randomize=True, max_reconnect_attempts=1, reconnect_time_wait=0.05,
                 connect_timeout=timeout_s, error_cb=on_error, disconnected_cb=on_disconnect,
                 name="testbed"), timeout_s + 0.5))
         except (asyncio.TimeoutError, nerr.TimeoutError):
@@ -219,7 +241,7 @@ class NatsBroker(Broker):
             why = errors[-1] if errors and isinstance(exc, nerr.NoServersError) else exc
             text = _one_line(why)
             if "authorization violation" in text.lower():
-                if urllib.parse.urlsplit(url).username is None:
+                if urllib.parse.urlsplit(servers[0]).username is None:
                     raise BrokerError(f"{where} needs a user name and password: put them in the URL "
                                       "(nats://USER:PASSWORD@HOST:PORT)") from None
                 raise BrokerError(f"{where}: wrong user name or password (Authorization Violation)") from None
@@ -241,7 +263,7 @@ class NatsBroker(Broker):
 
     def _connection_lost(self, why: str) -> None:
         self._lost = why
-        for fut in (self._pa_wait, self._pull_wait):
+        for fut in (self._pa_wait, self._pull_wait, self._ack_wait):
             if fut is not None and not fut.done():
                 fut.set_exception(self._lost_error("waiting for the broker"))
 
@@ -254,8 +276,18 @@ class NatsBroker(Broker):
         _check_subject(topic)
         storage = StorageType.FILE if self.options["storage"] == "file" else StorageType.MEMORY
         cfg = StreamConfig(name=_name(topic), subjects=[topic], retention=RetentionPolicy.WORK_QUEUE,
-                           storage=storage, num_replicas=1)
-        self._run(self._jsm.add_stream(cfg), f"create stream {cfg.name!r}")
+                           storage=storage, num_replicas=self.options["replicas"])
+        what = f"create stream {cfg.name!r}" + (f" with {cfg.num_replicas} replicas" if cfg.num_replicas > 1 else "")
+        deadline = time.monotonic() + 2 * self.options["reply_timeout_s"]
+        while True:
+            try:
+                self._run(self._jsm.add_stream(cfg), what)
+                return
+            except BrokerError as exc:
+                # a cluster still forming (or electing) cannot place the replicas yet: try again
+                if cfg.num_replicas == 1 or time.monotonic() > deadline or not _transient(str(exc)):
+                    raise
+            time.sleep(0.25)
 
     def delete_topic(self, topic: str) -> None:
         try:
@@ -386,8 +418,9 @@ class NatsBroker(Broker):
                     raise BrokerError(f"{exc} (a work-queue stream takes one consumer: one group per "
                                       "topic)") from None
                 raise
-        if not self._next:  # the first subscribe: the inbox that pull answers come to
+        if not self._next:  # the first subscribe: the inboxes that pull answers and ack replies come to
             self._run(self._nc.subscribe(f"{self._inbox}.f.*", cb=self._on_pull), "subscribe")
+            self._run(self._nc.subscribe(f"{self._inbox}.k.*", cb=self._on_ack_reply), "subscribe")
         self._next = f"PUB $JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer} ".encode()
         self._max_bytes = self.options["fetch_max_bytes"]
 
@@ -405,8 +438,9 @@ class NatsBroker(Broker):
         if ended is _TOO_BIG:  # the next message alone is over fetch_max_bytes: it comes on its own
             got, ended = self._pull(b'{"batch":1,"expires":%d,"no_wait":true}' % expires, 1, expires)
         if ended is _EXPIRED and not got:
-            # the server ends every pull it takes; silence means nobody took it: the consumer is gone
-            # (topic deleted), or the server is stuck. Late answers, if any, go to _stale.
+            # the server ends every pull it takes; silence means it dropped the end (see _PULL_GRACE_S),
+            # nobody took it (the consumer is gone: topic deleted) or the server is stuck: one round trip
+            # tells. Late answers, if any, go to _stale.
             self._run(self._jsm.consumer_info(self._stream, self._consumer),
                       f"receive from consumer {self._consumer!r} on stream {self._stream!r}")
         return got
@@ -453,8 +487,38 @@ class NatsBroker(Broker):
             self._stale.append(d)
 
     def ack(self, deliveries: list[Delivery]) -> None:
-        if deliveries:
+        """An empty message to each delivery's ack subject (JetStream's +ACK), all in one write: async
+        waits for nothing (as nats-py's ``Msg.ack``); per-batch gives the batch's last ack a reply subject
+        and waits for the server's reply, which comes once it has processed every ack before it (one
+        connection's messages are processed in order); per-message waits for each ack's reply in turn
+        (nats-py's ``Msg.ack_sync``)."""
+        if not deliveries:
+            return
+        mode = self.ack_mode
+        if mode == "async":
             self._write("".join([f"PUB {d.token} 0\r\n\r\n" for d in deliveries]).encode())
+        elif mode == "per-message":
+            for d in deliveries:
+                self._ack_waited(f"PUB {d.token} ", len(deliveries))
+        else:
+            head = "".join([f"PUB {d.token} 0\r\n\r\n" for d in deliveries[:-1]])
+            self._ack_waited(f"{head}PUB {deliveries[-1].token} ", len(deliveries))
+
+    def _ack_waited(self, lead: str, n: int) -> None:
+        """Write ``lead`` + this ack's reply subject and an empty body; wait for the server's reply."""
+        self._ack_seq += 1
+        token = self._ack_token = f"{self._inbox}.k.{self._ack_seq}"
+        fut = self._ack_wait = self._loop.create_future()
+        try:
+            self._write(f"{lead}{token} 0\r\n\r\n".encode(), drain=False)
+            self._wait(fut, self.options["reply_timeout_s"], f"the reply to an ack of {n} messages")
+        finally:
+            self._ack_wait = None
+
+    async def _on_ack_reply(self, msg) -> None:
+        fut = self._ack_wait
+        if fut is not None and not fut.done() and msg.subject == self._ack_token:
+            fut.set_result(None)
 
     # -- broker-side figures --------------------------------------------------------------------
     def broker_backlog(self, topic: str, group: str) -> int | None:
@@ -510,6 +574,16 @@ def _check_subject(topic: str) -> None:
                           "no spaces, no * or >)")
 
 
+_TRANSIENT = ("insufficient resources", "no suitable peers", "temporarily unavailable", "no answer",
+              "did not answer", "no responders", "timeout")
+
+
+def _transient(text: str) -> bool:
+    """A JetStream refusal that a forming cluster gives before it can place a replicated stream."""
+    low = text.lower()
+    return any(t in low for t in _TRANSIENT)
+
+
 def _check_url(url: str) -> None:
     try:
         p = urllib.parse.urlsplit(url)
@@ -526,7 +600,9 @@ def _describe(exc: jerr.APIError) -> str:
 
 
 def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password, for messages (each server of a list)."""
+    if "," in url:
+        return ",".join(_safe(u) for u in url.split(","))
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-from brokers.spec import Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan, Testing
+from brokers.nats import cluster
+from brokers.spec import (ACK_MODES, Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan,
+                          Testing)
 
 VERSION = "2.9.10"  # Debian 12's nats-server; the official image is pinned to the same
 
@@ -27,6 +29,9 @@ def plan(ctx: Context) -> Plan:
                 files={"nats.conf": CONFIG})
 
 
+SERVER = Binary("nats", "nats-server", "nats-server", container_path="/nats-server")
+
+
 def _image_build(fetch: bool) -> tuple[str, dict]:
     # the official image's layout: the server at /nats-server, which is also the entry point
     return 'RUN ln -s /usr/sbin/nats-server /nats-server\nENTRYPOINT ["/nats-server"]\n', {}
@@ -36,13 +41,16 @@ SPEC = BrokerSpec(
     name="nats",
     summary="NATS JetStream: a stream per run, a durable pull consumer shared by the replicas, ack after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="shared", delivery=("at-most-once", "at-least-once")),
+                              dispatch="shared", delivery=("at-most-once", "at-least-once"),
+                              # each ack's reply awaited, the batch's last reply awaited, or no reply awaited
+                              ack_modes=ACK_MODES, ack_default="per-batch"),
     client="nats-py", extra="nats",
     url_form="nats://[USER:PASSWORD@]HOST:PORT",
+    url_schemes=("nats://", "tls://"),  # what the adapter's _check_url takes
     impls=(Impl(
         version=VERSION,
-        local=LocalRecipe(server=Binary("nats", "nats-server", "nats-server", container_path="/nats-server"),
-                          plan=plan, url="nats://{host}:{port}", start_timeout_s=20.0),
+        local=LocalRecipe(server=SERVER, plan=plan, url="nats://{host}:{port}", start_timeout_s=20.0),
+        cluster=cluster.cluster(SERVER, 20.0, CONFIG),
         image=Image("nats", f"nats:{VERSION}", f"testbed/nats:{VERSION}-debian12", VERSION, ("nats-server",),
                     "TESTBED_NATS_IMAGE", build=_image_build),
     ),),

@@ -11,9 +11,15 @@
 | backlog means      | messages ready in the queue (passive queue_declare ``message_count``); messages |
 |                    | prefetched by consumers but not yet acknowledged are not counted                |
 | options            | ``prefetch`` = 100, ``durable`` = false, ``persistent`` = false,                |
-|                    | ``confirms`` = false, ``heartbeat_s`` = 60                                      |
+|                    | ``confirms`` = false, ``heartbeat_s`` = 60, ``queue_type`` = classic,           |
+|                    | ``quorum_size`` = 0                                                             |
 
-URL: ``amqp://USER:PASSWORD@HOST:PORT/VHOST`` (``%2F`` is the default vhost ``/``), as pika's URLParameters.
+URL: ``amqp://USER:PASSWORD@HOST:PORT/VHOST`` (``%2F`` is the default vhost ``/``), as pika's URLParameters;
+a cluster's nodes as several such URLs, comma-separated: the client connects to the first that answers.
+
+Clusters (``--broker-nodes N``, brokers/rabbitmq/cluster.py): ``queue_type`` = quorum declares the run's
+queue as a quorum queue (``x-queue-type: quorum``, always durable; ``quorum_size`` members, 0 = every
+node): Raft replicates it, and a publisher confirm means a majority of its members have the message.
 
 Wire: the default exchange routes by queue name; one message body = envelope header + payload (AMQP has
 one body per message: one copy to join them, then pika splits it into frames).
@@ -40,6 +46,7 @@ and is used from one thread (the stage processes each make their own).
 from __future__ import annotations
 
 import collections
+import time
 import urllib.parse
 
 import pika
@@ -48,6 +55,9 @@ import pika.exceptions as pexc
 from brokers.base import Broker, Delivery, Endpoint, Option
 from brokers.rabbitmq.spec import SPEC
 from testbed.errors import BrokerError
+
+#: a consumer that finds deliveries waiting runs pika's I/O loop at least this often (timers, heartbeats)
+IO_EVERY_S = 1.0
 
 
 class RabbitMQBroker(Broker):
@@ -62,6 +72,9 @@ class RabbitMQBroker(Broker):
         "persistent": Option(False, "publish persistent messages (delivery_mode 2: written to disk)", bool),
         "confirms": Option(False, "publisher confirms: each publish waits for the broker's ack", bool),
         "heartbeat_s": Option(60, "AMQP heartbeat interval in seconds (server proposes 60; 0 = off)", int),
+        "queue_type": Option("classic", "classic, or quorum (Raft-replicated over a cluster's nodes; durable)",
+                             str, ("classic", "quorum")),
+        "quorum_size": Option(0, "a quorum queue's members (x-quorum-initial-group-size; 0 = every node)", int),
     }
 
     def __init__(self, endpoint: Endpoint):
@@ -71,25 +84,29 @@ class RabbitMQBroker(Broker):
         self._queue = ""
         self._inbox: collections.deque = collections.deque()
         self._acked_upto = 0
+        self._io_at = 0.0  # when receive last ran pika's I/O loop
         self._props = pika.BasicProperties(delivery_mode=2) if self.options["persistent"] else None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def connect(self, timeout_s: float = 10.0) -> None:
         url = self.endpoint.url
-        try:
-            params = pika.URLParameters(url)
-        except Exception as exc:  # noqa: BLE001 - pika raises several kinds for a malformed URL
-            raise BrokerError(f"rabbitmq: bad --broker-url {_safe(url)!r}: {_one_line(exc)} "
-                              "(use amqp://USER:PASSWORD@HOST:PORT/VHOST)") from None
-        params.connection_attempts = 1
-        params.retry_delay = 0
-        params.socket_timeout = timeout_s
-        params.stack_timeout = timeout_s
-        params.blocked_connection_timeout = max(timeout_s, 30.0)
-        params.heartbeat = self.options["heartbeat_s"]
+        every = []
+        for one in url.split(","):  # a cluster's nodes: the first that answers
+            try:
+                params = pika.URLParameters(one.strip())
+            except Exception as exc:  # noqa: BLE001 - pika raises several kinds for a malformed URL
+                raise BrokerError(f"rabbitmq: bad --broker-url {_safe(one)!r}: {_one_line(exc)} "
+                                  "(use amqp://USER:PASSWORD@HOST:PORT/VHOST)") from None
+            params.connection_attempts = 1
+            params.retry_delay = 0
+            params.socket_timeout = timeout_s
+            params.stack_timeout = timeout_s
+            params.blocked_connection_timeout = max(timeout_s, 30.0)
+            params.heartbeat = self.options["heartbeat_s"]
+            every.append(params)
         where = f"rabbitmq broker at {_safe(url)}"
         try:
-            self._conn = pika.BlockingConnection(params)
+            self._conn = pika.BlockingConnection(every if len(every) > 1 else every[0])
             self._ch = self._conn.channel()
         except pexc.ProbableAuthenticationError:
             raise BrokerError(f"{where}: wrong user name or password (login refused)") from None
@@ -109,8 +126,13 @@ class RabbitMQBroker(Broker):
         self._declare(topic)
 
     def _declare(self, queue: str) -> None:
+        durable, args = self.options["durable"], None
+        if self.options["queue_type"] == "quorum":  # replicated by Raft; RabbitMQ requires it durable
+            durable, args = True, {"x-queue-type": "quorum"}
+            if self.options["quorum_size"] > 0:
+                args["x-quorum-initial-group-size"] = self.options["quorum_size"]
         try:
-            self._ch.queue_declare(queue, durable=self.options["durable"])
+            self._ch.queue_declare(queue, durable=durable, arguments=args)
         except pexc.ChannelClosedByBroker as exc:
             self._ch = self._conn.channel()
             raise BrokerError(f"rabbitmq: cannot declare queue {queue!r}: {exc.reply_text} "
@@ -177,26 +199,62 @@ class RabbitMQBroker(Broker):
         try:
             if not inbox:
                 self._conn.process_data_events(time_limit=max(0.0, timeout_s))
-                if inbox:
+                self._io_at = time.monotonic()
+                if inbox and len(inbox) < max_messages:
                     self._conn.process_data_events(0)  # whatever else already arrived
+            elif time.monotonic() - self._io_at > IO_EVERY_S:
+                # a consumer that always finds deliveries waiting does no I/O of its own: serve pika's
+                # timers (heartbeats) and read what came, now and then
+                self._conn.process_data_events(0)
+                self._io_at = time.monotonic()
         except pexc.AMQPError as exc:
             raise _lost("receive", exc) from None
+        if max_messages == 1 and inbox:
+            return [inbox.popleft()]
         n = min(max_messages, len(inbox))
         return [inbox.popleft() for _ in range(n)]
 
     def ack(self, deliveries: list[Delivery]) -> None:
+        """One ``basic_ack`` (multiple when the batch is every outstanding delivery, in order) per batch,
+        or one per message (``per-message``), each frame written to the socket at once, without
+        pika's flush: that runs its I/O loop, which also reads and parses whatever deliveries have
+        arrived meanwhile (the next messages' bytes, read inside the ack call). per-batch and
+        per-message return once the kernel has the frame (pika's flush finishes a write the socket did
+        not take whole); async returns at once and leaves such a rest to pika's next I/O."""
         if not deliveries:
             return
-        tags = [d.token for d in deliveries]
+        ch = self._ch._impl
+        mode = self.ack_mode
         try:
+            if mode == "per-message":
+                for d in deliveries:
+                    ch.basic_ack(d.token)
+                    self._write(True)
+                return
+            tags = [d.token for d in deliveries]
             if tags[0] == self._acked_upto + 1 and tags[-1] - tags[0] == len(tags) - 1:
-                self._ch.basic_ack(tags[-1], multiple=True)  # exactly the outstanding ones, in order
+                ch.basic_ack(tags[-1], multiple=True)  # exactly the outstanding ones, in order
                 self._acked_upto = tags[-1]
             else:
                 for tag in tags:
-                    self._ch.basic_ack(tag)
+                    ch.basic_ack(tag)
+            self._write(mode != "async")
         except pexc.AMQPError as exc:
             raise _lost("basic_ack", exc) from None
+
+    def _write(self, wait: bool) -> None:
+        """Hand pika's outgoing bytes to the socket now (a non-blocking send); with ``wait``, finish
+        what the socket did not take (pika's own flush)."""
+        impl = self._conn._impl
+        transport = impl._transport
+        if transport is None or not impl._get_write_buffer_size():
+            return
+        transport._on_socket_writable()
+        if impl._get_write_buffer_size():
+            if wait:
+                self._ch._flush_output()
+        elif self._conn.is_closed or self._ch.is_closed:
+            self._ch._flush_output()  # raises the error pika recorded
 
     # -- broker-side figures --------------------------------------------------------------------
     def broker_backlog(self, topic: str, group: str) -> int | None:
@@ -225,7 +283,9 @@ def _conn_error(exc: BaseException) -> str:
 
 
 def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password, for messages (each of a cluster's URLs)."""
+    if "," in url:
+        return ",".join(_safe(u) for u in url.split(","))
     try:
         p = urllib.parse.urlsplit(url)
         p.port  # noqa: B018 - raises on a malformed port

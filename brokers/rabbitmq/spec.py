@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import secrets
 
-from brokers.spec import (Binary, BrokerSpec, Capabilities, Context, Helper, Image, Impl, LocalRecipe, Plan,
+from brokers.rabbitmq import cluster
+from brokers.spec import (ACK_MODES, Binary, BrokerSpec, Capabilities, Context, Helper, Image, Impl, LocalRecipe, Plan,
                           Testing)
 
 VERSION = "3.10.8"  # Debian 12's rabbitmq-server; the official image is pinned to the same
@@ -63,6 +64,10 @@ def plan(ctx: Context) -> Plan:
         facts={"node": node, "dist_port": dist, "epmd_port": epmd})
 
 
+SERVER = Binary("rabbitmq", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server",
+                container_path="rabbitmq-server")
+
+
 def _wrong_password(url: str) -> str:
     return url.replace("guest:guest@", "guest:not-the-password@")
 
@@ -72,19 +77,22 @@ SPEC = BrokerSpec(
     summary="RabbitMQ: a work queue per run, competing consumers with prefetch, basic_ack after service",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
                               dispatch="shared", delivery=("at-most-once", "at-least-once"),
-                              window_option="prefetch"),
+                              window_option="prefetch",
+                              # basic_ack per message, one multiple ack per batch, or written without waiting
+                              ack_modes=ACK_MODES, ack_default="per-batch"),
     client="pika", extra="rabbitmq",
     url_form="amqp://USER:PASSWORD@HOST:PORT/VHOST",
+    url_schemes=("amqp://", "amqps://"),
     impls=(Impl(
         version=VERSION,
         local=LocalRecipe(
-            server=Binary("rabbitmq", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server",
-                          container_path="rabbitmq-server"),
+            server=SERVER,
             helpers=(Binary("epmd", "epmd", "erlang-base"),),
             plan=plan, ports=("amqp", "dist", "epmd"), url="amqp://guest:guest@{host}:{amqp}/%2F",
             start_timeout_s=60.0, stop_grace_s=5.0),
         image=Image("rabbitmq", f"rabbitmq:{VERSION}", f"testbed/rabbitmq:{VERSION}-debian12", VERSION,
                     ("rabbitmq-server",), "TESTBED_RABBITMQ_IMAGE", post=WRAPPER),
+        cluster=cluster.cluster(SERVER, 60.0, CONFIG),
     ),),
     # prefetch 50 so two consumers of 400 messages both get a share (RabbitMQ requeues a dead
     # consumer's messages as soon as its connection drops: no option needed for fast redelivery)

@@ -10,9 +10,20 @@
 | backlog means      | XINFO GROUPS ``lag`` (entries not yet delivered to the group) + ``pending``    |
 |                    | (delivered, not yet acknowledged)                                              |
 | options            | ``maxlen`` = 0 (off), ``maxlen_approx`` = true, ``claim_idle_ms`` = 30000,     |
-|                    | ``socket_timeout_s`` = 30, ``block_ms`` = 0 (the harness's receive timeout)    |
+|                    | ``socket_timeout_s`` = 30, ``block_ms`` = 0 (the harness's receive timeout),   |
+|                    | ``wait_replicas`` = 0, ``wait_timeout_ms`` = 1000                              |
 
-URL: ``redis://[:PASSWORD@]HOST:PORT[/DB]`` (``rediss://`` for TLS), as redis-py's ``from_url`` takes it.
+URL: ``redis://[:PASSWORD@]HOST:PORT[/DB]`` (``rediss://`` for TLS), as redis-py's ``from_url`` takes it;
+or ``redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``: the primary is the one the
+Sentinels name for SERVICE (redis-py's ``Sentinel.master_for``), asked again at every connect, so a
+client made after a failover reaches the new primary.
+
+Clusters (``--broker-nodes N``, brokers/redis/cluster.py): one primary, N-1 replicas, three Sentinels.
+Replication is asynchronous: XADD is acknowledged by the primary alone. ``wait_replicas`` = K sends
+``WAIT K wait_timeout_ms`` after each XADD (the cluster sets K = 1 with ``--delivery at-least-once``): a
+publish counts as acknowledged only once K replicas have the entry; fewer within the timeout is a failed
+publish. Even so a failover can lose acknowledged entries (WAIT does not make Redis synchronous: a
+replica that had the entry may not be the one promoted); the run counts them (``lost_acked``).
 
 Wire: each message is one stream entry with two fields, ``h`` (envelope header) and ``p`` (payload), so
 the payload is never concatenated with the header: redis-py sends a large field straight from its buffer.
@@ -71,6 +82,8 @@ class RedisStreamsBroker(Broker):
         "socket_timeout_s": Option(30.0, "give up on a reply after this many seconds (a hung server)", float),
         "block_ms": Option(0, "cap each XREADGROUP BLOCK at this many ms "
                               "(0 = block for the harness's receive timeout)", int),
+        "wait_replicas": Option(0, "after each XADD, WAIT until this many replicas have it (0 = no WAIT)", int),
+        "wait_timeout_ms": Option(1000, "how long that WAIT waits; fewer replicas by then fails the publish", int),
     }
 
     def __init__(self, endpoint: Endpoint):
@@ -84,20 +97,30 @@ class RedisStreamsBroker(Broker):
         self._claim_cursor = b"0-0"
         self._xadd_args: tuple = ()
         self._own_pending: bytes | None = None
+        self._unacked: list = []  # --ack async: ids acked, to send with the next read
+        self._reads: dict = {}
+        self._claim_ms = self._block_cap = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def connect(self, timeout_s: float = 10.0) -> None:
         url = self.endpoint.url
+        timeouts = {"socket_connect_timeout": timeout_s,
+                    "socket_timeout": max(timeout_s, self.options["socket_timeout_s"])}
         try:
-            self._r = redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
-                                           socket_timeout=max(timeout_s, self.options["socket_timeout_s"]))
+            if url.lower().startswith(SENTINEL_SCHEME):
+                self._r = _sentinel_client(url, timeouts)
+            else:
+                self._r = redis.Redis.from_url(url, **timeouts)
         except ValueError as exc:
-            raise BrokerError(f"redis: bad --broker-url {url!r}: {exc} "
-                              "(use redis://[:PASSWORD@]HOST:PORT[/DB])") from None
+            raise BrokerError(f"redis: bad --broker-url {_safe(url)!r}: {exc} "
+                              "(use redis://[:PASSWORD@]HOST:PORT[/DB] or "
+                              "redis-sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB])") from None
         self._call(self._r.ping, timeout_s=timeout_s)
         self._c = self._call(self._r.connection_pool.get_connection)
         maxlen = self.options["maxlen"]
         self._xadd_args = ("MAXLEN", "~" if self.options["maxlen_approx"] else "=", maxlen) if maxlen > 0 else ()
+        self._wait = self.options["wait_replicas"]
+        self._wait_args = ("WAIT", self._wait, max(0, self.options["wait_timeout_ms"]))
 
     def _call(self, fn, *args, timeout_s: float | None = None, **kw):
         """One Redis command; every failure becomes one clear line."""
@@ -139,6 +162,10 @@ class RedisStreamsBroker(Broker):
         self._call(self._r.delete, topic)
 
     def close(self) -> None:
+        try:
+            self._send_acks()  # --ack async: the last batch's acks
+        except BrokerError:
+            pass  # the connection is gone: those entries are delivered again (at least once)
         r, c, self._r, self._c = self._r, self._c, None, None
         if c is not None:
             c.disconnect()
@@ -157,25 +184,47 @@ class RedisStreamsBroker(Broker):
         try:
             c.send_command("XADD", topic, *self._xadd_args, "*", _H, header, _P, payload)
             c.read_response()
+            if self._wait:
+                c.send_command(*self._wait_args)
+                have = c.read_response()
         except rexc.RedisError as exc:
             raise _failed(f"XADD to {topic!r}", exc) from None
+        if self._wait and have < self._wait:
+            raise BrokerError(f"redis: XADD to {topic!r} reached {have} of the {self._wait} replicas WAIT asked "
+                              f"for within {self._wait_args[2]} ms")
 
     # -- consumer -------------------------------------------------------------------------------
     def subscribe(self, topic: str, group: str, consumer_name: str) -> None:
         self._topic, self._group, self._consumer = topic, group, consumer_name
         self._create_group(topic, group)
         self._own_pending = b"0-0"  # read back our own unacked entries first
+        self._claim_ms = self.options["claim_idle_ms"]
+        self._block_cap = self.options["block_ms"]
         self._next_claim = time.monotonic() + self._claim_every()
+        self._reads = {}
+        self._unacked = []
 
     def _claim_every(self) -> float:
         return self.options["claim_idle_ms"] / 2000.0
+
+    def _xread(self, count: int, block: tuple) -> list:
+        """XREADGROUP ... COUNT count [BLOCK ms] STREAMS topic ``>``, packed once per (count, block):
+        redis-py packs every argument on every call otherwise."""
+        key = (count, block)
+        cmd = self._reads.get(key)
+        if cmd is None:
+            if len(self._reads) > 32:  # batch waits ask for many block values: keep the common ones
+                self._reads.clear()
+            cmd = self._reads[key] = self._c.pack_command(
+                "XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", count, *block, "STREAMS", self._topic, ">")
+        return cmd
 
     def receive(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         if self._own_pending is not None:
             got = self._read_own_pending(max_messages)
             if got:
                 return got
-        claim_ms = self.options["claim_idle_ms"]
+        claim_ms = self._claim_ms
         if claim_ms > 0 and time.monotonic() >= self._next_claim:
             got = self._claim(max_messages)
             if got:
@@ -183,13 +232,20 @@ class RedisStreamsBroker(Broker):
         block = ()  # no BLOCK: answer at once (BLOCK 0 would wait forever)
         if timeout_s > 0:
             block_ms = max(1, int(timeout_s * 1000))
-            if self.options["block_ms"] > 0:
-                block_ms = min(block_ms, self.options["block_ms"])
+            if self._block_cap > 0:
+                block_ms = min(block_ms, self._block_cap)
             block = ("BLOCK", block_ms)
         c = self._c
         try:
-            c.send_command("XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", max_messages, *block,
-                           "STREAMS", self._topic, ">")
+            if self._unacked:  # --ack async: the last batch's XACK goes in the same write, one round trip
+                ids, self._unacked = self._unacked, []
+                # one buffer, one send: redis-py sends each packed chunk with its own sendall, and the
+                # server, woken by the XACK's segment alone, would answer it before the read arrived
+                c.send_packed_command([b"".join(c.pack_command("XACK", self._topic, self._group, *ids)
+                                                + self._xread(max_messages, block))])
+                c.read_response()  # the XACK's count: Redis answers it before it blocks on the read
+            else:
+                c.send_packed_command(self._xread(max_messages, block))
             reply = c.read_response()
         except rexc.RedisError as exc:
             raise _failed(f"XREADGROUP on {self._topic!r}", exc) from None
@@ -203,6 +259,7 @@ class RedisStreamsBroker(Broker):
 
     def _read_own_pending(self, max_messages: int) -> list[Delivery]:
         """Entries delivered to this consumer name and never acked (after ``_own_pending``)."""
+        self._send_acks()
         c = self._c
         try:
             c.send_command("XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", max_messages,
@@ -219,6 +276,7 @@ class RedisStreamsBroker(Broker):
 
     def _claim(self, max_messages: int) -> list[Delivery]:
         """Take over entries another consumer has held unacknowledged for ``claim_idle_ms``."""
+        self._send_acks()
         self._next_claim = time.monotonic() + self._claim_every()
         try:
             reply = self._r.xautoclaim(self._topic, self._group, self._consumer,
@@ -233,11 +291,33 @@ class RedisStreamsBroker(Broker):
         return _deliveries(e for e in entries if e and e[1])
 
     def ack(self, deliveries: list[Delivery]) -> None:
-        if deliveries:
-            c = self._c
-            try:
+        """per-batch: one XACK of the batch, its reply read; per-message: one XACK and reply per entry;
+        async: the ids are kept and sent with the next XREADGROUP (or by ``close``)."""
+        if not deliveries:
+            return
+        mode = self.ack_mode
+        if mode == "async":
+            self._unacked.extend([d.token for d in deliveries])
+            return
+        c = self._c
+        try:
+            if mode == "per-message":
+                for d in deliveries:
+                    c.send_command("XACK", self._topic, self._group, d.token)
+                    c.read_response()
+            else:
                 c.send_command("XACK", self._topic, self._group, *[d.token for d in deliveries])
                 c.read_response()
+        except rexc.RedisError as exc:
+            raise _failed(f"XACK on {self._topic!r}", exc) from None
+
+    def _send_acks(self) -> None:
+        """The async acks still held, in a round trip of their own."""
+        if self._unacked and self._c is not None:
+            ids, self._unacked = self._unacked, []
+            try:
+                self._c.send_command("XACK", self._topic, self._group, *ids)
+                self._c.read_response()
             except rexc.RedisError as exc:
                 raise _failed(f"XACK on {self._topic!r}", exc) from None
 
@@ -248,6 +328,34 @@ class RedisStreamsBroker(Broker):
                 lag = g.get("lag")
                 return None if lag is None else int(lag) + int(g.get("pending", 0))
         return None
+
+
+SENTINEL_SCHEME = "redis-sentinel://"
+
+
+def _sentinel_client(url: str, timeouts: dict) -> redis.Redis:
+    """``redis-sentinel://[:PASSWORD@]H:P[,H:P...]/SERVICE[/DB]`` -> a client of SERVICE's primary."""
+    from redis.sentinel import Sentinel
+    rest = url[len(SENTINEL_SCHEME):]
+    password = None
+    if "@" in rest:
+        creds, rest = rest.rsplit("@", 1)
+        password = creds.split(":", 1)[1] if ":" in creds else creds
+    where, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not where or not parts:
+        raise ValueError("it needs the Sentinels and the service name")
+    hosts = []
+    for hp in where.split(","):
+        host, _, port = hp.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{hp!r} is not HOST:PORT")
+        hosts.append((host, int(port)))
+    db = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    quick = {"socket_timeout": min(2.0, timeouts["socket_connect_timeout"]),
+             "socket_connect_timeout": min(2.0, timeouts["socket_connect_timeout"])}
+    sentinel = Sentinel(hosts, sentinel_kwargs=quick, password=password, **timeouts)
+    return sentinel.master_for(parts[0], db=db)
 
 
 def _deliveries(entries) -> list[Delivery]:

@@ -9,16 +9,23 @@ folder replays it.
 """
 from __future__ import annotations
 
-from brokers.spec import Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan, Testing
+from brokers.redis import cluster
+from brokers.spec import (ACK_MODES, Binary, BrokerSpec, Capabilities, Context, Image, Impl, LocalRecipe, Plan,
+                          Testing)
 
 VERSION = "7.0.15"  # Debian 12's redis-server; the official image is pinned to the same
+
+
+SERVER = Binary("redis", "redis-server", "redis-server")
 
 
 def plan(ctx: Context) -> Plan:
     aof = ["--appendonly", "yes", "--appendfsync", "everysec"] \
         if getattr(ctx.cfg, "delivery", "") == "at-least-once" else ["--appendonly", "no"]
+    # protected mode refuses every client not on loopback: off only when bound to a host's own address
+    protected = "yes" if ctx.host in ("127.0.0.1", "localhost") else "no"
     return Plan(argv=[ctx.binaries["redis"], "--bind", ctx.host, "--port", str(ctx.port),
-                      "--protected-mode", "yes", "--save", "", *aof, "--dir", ctx.dir,
+                      "--protected-mode", protected, "--save", "", *aof, "--dir", ctx.dir,
                       "--daemonize", "no", "--logfile", "", "--databases", "1", "--unixsocket", ""])
 
 
@@ -26,13 +33,16 @@ SPEC = BrokerSpec(
     name="redis",
     summary="Redis Streams: a consumer group per run, XACK after service, dead consumers' entries claimed",
     capabilities=Capabilities(redelivers=True, competing_consumers=True, reports_backlog=True,
-                              dispatch="shared", delivery=("at-most-once", "at-least-once")),
+                              dispatch="shared", delivery=("at-most-once", "at-least-once"),
+                              # XACK per message, one XACK per batch, or pipelined with the next XREADGROUP
+                              ack_modes=ACK_MODES, ack_default="per-batch"),
     client="redis", extra="redis",
     url_form="redis://[:PASSWORD@]HOST:PORT[/DB]",
+    url_schemes=("redis://", "rediss://", "unix://", "redis-sentinel://"),  # redis-py's from_url; Sentinels
     impls=(Impl(
         version=VERSION,
-        local=LocalRecipe(server=Binary("redis", "redis-server", "redis-server"), plan=plan,
-                          url="redis://{host}:{port}/0", start_timeout_s=20.0),
+        local=LocalRecipe(server=SERVER, plan=plan, url="redis://{host}:{port}/0", start_timeout_s=20.0),
+        cluster=cluster.cluster(SERVER, 20.0),
         image=Image("redis", f"redis:{VERSION}", f"testbed/redis:{VERSION}-debian12", VERSION,
                     ("redis-server",), "TESTBED_REDIS_IMAGE"),
     ),),

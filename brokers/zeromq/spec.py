@@ -1,4 +1,5 @@
-"""ZeroMQ PUSH/PULL: brokerless; stage A binds, the stage B replicas connect."""
+"""ZeroMQ PUSH/PULL: brokerless; stage A binds (one endpoint per camera stream), the stage B replicas connect
+to all of them."""
 from __future__ import annotations
 
 from brokers.spec import BrokerSpec, Capabilities, Embedded
@@ -16,5 +17,5 @@ SPEC = BrokerSpec(
                               reports_backlog=False, dispatch="round_robin", delivery=("at-most-once",)),
     client="pyzmq",
     url_form="tcp://HOST:PORT or ipc://PATH",
-    embedded=Embedded(url="tcp://{host}:{port}", impl=_impl, url_schemes=("tcp://", "ipc://")),
+    embedded=Embedded(url="tcp://{host}:{port}", impl=_impl, url_schemes=("tcp://", "ipc://"), per_stream=True),
 )

@@ -31,10 +31,16 @@ SUMMARY: tuple[Column, ...] = (
     _c("broker", "", "the broker between the stages"),
     _c("broker_impl", "", "what answered at the endpoint, with its version"),
     _c("launcher", "", "how the broker was started (embedded, docker, local, external)"),
+    _c("broker_nodes", "", "the broker's nodes (--broker-nodes; 1 = a single node)"),
+    _c("replication", "", "what replication means for the broker here (its cluster recipe: replication factor, "
+                          "quorum queue, stream replicas, asynchronous replicas); none on a single node"),
     _c("pipeline", "", "the stages (synthetic, vision)"),
     _c("machine", "", "host name"),
-    _c("arrival", "", "arrival process of frames (constant, poisson, bursty)"),
-    _c("offered_rate", "frames/s", "frames the schedule offers per second"),
+    _c("arrival", "", "arrival process of frames (constant, poisson, bursty: open loop), or closed:K (closed "
+                      "loop: K frames in flight per stream, latency from each frame's release)"),
+    _c("offered_rate", "frames/s", "frames the schedule offers per second, all streams together (closed loop: "
+                                   "frames stage A released per second over the measured window)"),
+    _c("streams", "", "camera streams: stage A workers, each with its own schedule, frame numbers and seed"),
     _c("producer_rate", "frames/s", "stage A's configured service rate (1 / mean service per frame)"),
     _c("consumer_rate", "msg/s", "one stage B replica's configured service rate (1 / mean service per message)"),
     _c("fanout", "", "messages per frame, as given (a number or a distribution)"),
@@ -53,8 +59,9 @@ SUMMARY: tuple[Column, ...] = (
     _c("received", "msg", "distinct messages stage B finished"),
     _c("lost", "msg", "sent and not finished by the end of the drain"),
     _c("duplicated", "msg", "finishes of a message after its first"),
-    _c("reordered", "msg", "messages a consumer got after one published later"),
+    _c("reordered", "msg", "messages a consumer got after one of the same stream published later"),
     _c("delivery", "", "--delivery: at-most-once, at-least-once, or empty (the broker's own settings)"),
+    _c("ack", "", "how stage B acknowledged (--ack: per-message, per-batch, async; none: the broker has no acks)"),
     _c("lost_acked", "msg", "lost messages the broker had acknowledged to stage A (reply, confirm, PubAck): "
                             "a broken guarantee"),
     _c("lost_unacked", "msg", "lost messages the broker had not acknowledged (publish failed, not attempted, "
@@ -112,12 +119,28 @@ SUMMARY: tuple[Column, ...] = (
                          "(rules in testbed/analysis/metrics.py capacity())"),
     # faults (testbed/faults/recovery.py; empty in runs without --fault)
     _c("faults", "", "the fault schedule, canonical spelling, '; '-separated"),
-    _c("recovered", "", "every fault that ended was followed by a recovery before the data ended"),
+    _c("recovered", "", "every fault ended and was followed by a recovery before the data ended (faults.csv's "
+                        "recovered, every row)"),
     _c("recovery_s", "s", "the worst fault's recovery: from its end until the out rate is back to the offered "
-                          "rate and the window p99 within 1.5x of its pre-fault level (empty: never)"),
+                          "rate and the window p99 within 1.5x of its pre-fault level (a lower bound where "
+                          "recovery_lower_bound; empty: never measured)"),
+    _c("recovery_lower_bound", "", "true: a fault did not recover before the data ended, and recovery_s is at "
+                                   "least the time searched after it (faults.csv says which)"),
     _c("fault_backlog_peak", "msg", "the largest backlog from a fault's start to its recovery"),
     _c("throughput_dip", "", "the largest 1 - lowest 1 s out rate / offered rate, over the faults"),
     _c("redelivered", "msg", "duplicate finishes from the faults' starts to their recoveries (all faults)"),
+    # clusters (testbed/analysis/availability.py)
+    _c("leader_changes", "", "changes of the node leading the run's topic, sampled once a second (empty on a "
+                             "single node)"),
+    _c("unavailable_s", "s", "the longest stretch of the load in which no publish was acknowledged (stage A's "
+                             "publish records; a client acknowledged later notes when the acknowledgements came)"),
+    # hosts (testbed/hosts/runs.py; empty in runs on one machine)
+    _c("hosts", "", "where --place put the run's parts over hosts (--hosts/--ray-address), e.g. stage_a=cam "
+                    "broker=mq stage_b=gpu1,gpu2; empty: every part on the orchestrator's machine"),
+    _c("clock_uncertainty_us", "us", "the worst, over the messages, of the stated uncertainty of a latency "
+                                     "between the two hosts whose clocks stamped it (stage A's and its "
+                                     "replica's, each mapped onto the orchestrator's clock; 0 for the "
+                                     "orchestrator's own): cross-host latencies are right within this"),
     _c("error", "", "the first error, when the run did not complete"),
 )
 

@@ -16,7 +16,6 @@ into FILE between two marker comments, keeping the rest of the file (how docs/re
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import sys
 from testbed.analysis import groups, html, plots
 from testbed.analysis.groups import config_label, fmt_cell, shown_config
 from testbed.analysis.report import atomic_write
+from testbed.cli import OneLineParser
 from testbed.errors import ConfigError, TestbedError
 
 CAPTION = ("median over repetitions [min, max]; latency in ms, rates in msg/s; rho measured: offered msg/s over "
@@ -273,13 +273,9 @@ def compare(dirs: list[str], out: str, html_page: bool = False, backlog_config: 
             "faults": fault_rows}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
 
 def main(argv=None) -> int:
-    p = _Parser(prog="python -m testbed.compare",
+    p = OneLineParser(prog="python -m testbed.compare",
                 description="Compare run folders: one table (median and min-max over repetitions), "
                             "compare.csv and PNG plots.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folders holding run folders (searched recursively)")

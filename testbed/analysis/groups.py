@@ -32,10 +32,10 @@ COST_METRICS = ["publish_call_p50_us", "publish_call_p99_us", "recv_call_p50_us"
 _RATIOS = ("rho", "rho_a", "rho_measured", "non_dnn_share")
 #: Text columns summarised as the set of values a group holds ("a | b").
 TEXT_COLUMNS = ["machine", "broker_impl", "limited_by"]
-CONFIG = ["pipeline", "arrival", "offered_rate", "fanout", "fanout_mean", "producer_rate", "consumer_rate",
+CONFIG = ["pipeline", "arrival", "offered_rate", "streams", "fanout", "fanout_mean", "producer_rate", "consumer_rate",
           "rho", "replicas", "batch_max", "batch_wait_ms", "service_dist", "service_mode", "message_bytes",
           "duration_s", "warmup_s", "image_size", "preprocess", "detector", "classifier", "device",
-          "broker_opt"]
+          "broker_opt", "broker_nodes", "delivery", "ack"]
 #: Every numeric column of summary.csv that is not configuration: median, min and max per group.
 ALL_METRICS = list(dict.fromkeys(
     METRICS + EXTRA_METRICS + COST_METRICS
@@ -45,9 +45,10 @@ ALL_METRICS = list(dict.fromkeys(
 DERIVED = ("fanout_mean", "consumer_rate")
 VISION_KEYS = ("image_size", "preprocess", "detector", "classifier", "device")
 SHORT = {"offered_rate": "frames/s", "fanout": "fan-out", "producer_rate": "A rate", "consumer_rate": "B rate",
-         "rho": "rho", "message_bytes": "msg size", "replicas": "replicas", "arrival": "arrival",
+         "rho": "rho", "message_bytes": "msg size", "replicas": "replicas", "arrival": "arrival", "streams": "streams",
          "image_size": "image", "preprocess": "preproc", "pipeline": "pipeline", "batch_max": "batch",
-         "duration_s": "duration s", "service_mode": "service", "broker_opt": "options"}
+         "duration_s": "duration s", "service_mode": "service", "broker_opt": "options", "broker_nodes": "nodes",
+         "delivery": "delivery", "ack": "ack"}
 
 
 def broker_order(names_: list[str]) -> list[str]:
@@ -127,6 +128,8 @@ def load(dirs: list[str]):
     for c in CONFIG:
         if c not in df.columns:
             df[c] = ""
+    df["streams"] = pd.to_numeric(df["streams"], errors="coerce").fillna(1)  # a run from before camera streams had one
+    df["broker_nodes"] = pd.to_numeric(df["broker_nodes"], errors="coerce").fillna(1)  # before clusters: one node
     for c in TEXT_COLUMNS + ["error"]:
         df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str) if c in df.columns else ""
     complete = df[df["complete"] == True].copy()  # noqa: E712 - a column of booleans
@@ -134,8 +137,18 @@ def load(dirs: list[str]):
 
 
 # -- grouping ---------------------------------------------------------------------------------------
+#: Configuration that follows the broker (its options, its default delivery and ack mode): different
+#: between brokers by nature, so it only "varies" where one broker has several values.
+PER_BROKER = ("broker_opt", "delivery", "ack")
+
+
 def varying(df, cols: list[str]) -> list[str]:
-    return [c for c in cols if c in df.columns and df[c].astype(str).nunique() > 1]
+    def differs(c):
+        v = df[c].astype(str)
+        if c in PER_BROKER and "broker" in df.columns:
+            return bool((v.groupby(df["broker"]).nunique() > 1).any())
+        return v.nunique() > 1
+    return [c for c in cols if c in df.columns and differs(c)]
 
 
 #: Settings of the synthetic stages only: a vision run records their defaults, which mean nothing there
@@ -159,8 +172,8 @@ def step_columns(df) -> list[str]:
 
 def _key_frame(df):
     k = df[["broker"] + CONFIG].copy()
-    for c in k.columns:
-        k[c] = k[c].astype(str)
+    for c in k.columns:  # a missing value (a run from before a column existed) is "": pandas 3 keeps NaN in astype(str)
+        k[c] = k[c].astype(object).where(k[c].notna(), "").astype(str)
     return k
 
 

@@ -8,7 +8,8 @@ Percentiles come from HdrHistogram (values in ns, 3 significant digits, so micro
 better), for messages whose frame was due after the warm-up. Accounting counts every message:
     sent (published by stage A), received (distinct messages finished by stage B), lost (sent, never
     finished by the end of the drain), duplicated (finished more than once), reordered (a consumer got
-    it after a message published later than it). Lost messages split by what stage A knew
+    it after a message of the same camera stream published later than it: order is per stream, each
+    stream's seqs rise in its publish order, testbed/load/streams.py). Lost messages split by what stage A knew
     (``delivery``): lost_acked (the broker acknowledged it) + lost_unacked (handed over with no
     acknowledgement to wait for, its publish failed, was not attempted, or has no record) = lost; publish_errors counts messages whose publish failed or was not
     attempted (the harness never publishes a message twice).
@@ -30,8 +31,8 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from testbed.config import RunConfig
-from testbed.load import schedule
-from testbed.harness.records import FRAME_DTYPE
+from testbed.harness.records import FRAME_DTYPE, frame_of
+from testbed.load import closed_window, offered_schedule, total_rate
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 HIGHEST_NS = 3_600 * 10**9
@@ -92,36 +93,105 @@ class Accounting:
     reordered: int
     first: np.ndarray  # index into messages of each distinct message's first completion
     lost_seqs: np.ndarray
+    seq_top: int = 0   # every seq sent is below this (= sent with one stream)
 
 
-def account(frames: np.ndarray, messages: np.ndarray) -> Accounting:
-    sent = int(frames["n"].sum()) if len(frames) else 0
+def sent_seqs(frames: np.ndarray, streams: int = 1) -> np.ndarray:
+    """A bool array by seq: True for every seq stage A sent (stream s's k-th message has seq k * streams + s,
+    k below the messages its frame records count)."""
+    if not len(frames):
+        return np.zeros(0, dtype=bool)
+    if streams == 1:
+        return np.ones(int(frames["n"].sum()), dtype=bool)
+    per = np.bincount(frames["stream"].astype(np.int64), weights=frames["n"].astype(np.int64),
+                      minlength=streams).astype(np.int64)[:streams]
+    top = int(max(((k - 1) * streams + s + 1) for s, k in enumerate(per.tolist()) if k) if per.any() else 0)
+    out = np.zeros(top, dtype=bool)
+    for s, k in enumerate(per.tolist()):
+        out[s:k * streams:streams] = True
+    return out
+
+
+def account(frames: np.ndarray, messages: np.ndarray, streams: int = 1) -> Accounting:
+    expected = sent_seqs(frames, streams)
+    sent = int(expected.sum())
     seqs = messages["seq"].astype(np.int64)
     uniq, first = np.unique(seqs, return_index=True)
-    valid = uniq < sent
+    valid = uniq < len(expected)
+    valid[valid] = expected[uniq[valid]]
     received = int(valid.sum())
     duplicated = int(len(seqs) - len(uniq))
     reordered = 0
-    for r in np.unique(messages["replica"]):
-        s = seqs[messages["replica"] == r]
+    # per consumer and stream, in the order the consumer finished them: a seq below one it had already
+    # finished came after a message of its stream published later
+    key = messages["replica"].astype(np.int64) * streams + (seqs % streams if streams > 1 else 0)
+    for k in np.unique(key):
+        s = seqs[key == k]
         if len(s) > 1:
             run_max = np.maximum.accumulate(s)
             reordered += int((s[1:] < run_max[:-1]).sum())
-    got = np.zeros(sent, dtype=bool)
+    got = np.zeros(len(expected), dtype=bool)
     got[uniq[valid]] = True
-    lost_seqs = np.flatnonzero(~got)
-    return Accounting(sent, received, sent - received, duplicated, reordered, first[valid], lost_seqs)
+    lost_seqs = np.flatnonzero(expected & ~got)
+    return Accounting(sent, received, sent - received, duplicated, reordered, first[valid], lost_seqs,
+                      len(expected))
+
+
+def frames_rate(d: "RunData", warm: int, stop: int, window_s: float) -> float:
+    """Frames/s offered by all streams: the configured total (open loop), or what stage A released over
+    the measured window (closed loop, whose rate is what the system lets through)."""
+    cfg = d.cfg
+    if not closed_window(cfg.arrival):
+        return total_rate(cfg)
+    f = d.frames
+    released = int(((f["intended"] >= warm) & (f["intended"] < stop)).sum()) if len(f) else 0
+    return released / window_s if window_s > 0 else 0.0
+
+
+def frames_in_flight(frames: np.ndarray, messages: np.ndarray, streams: int = 1) -> np.ndarray:
+    """Per stream, the most frames in flight at any frame's release, from the records: frames released
+    (``intended``) and not yet finished (the last of its messages' first service end; a frame without
+    messages when stage A published it; never, when a message is missing). A closed-loop run keeps this
+    at most K."""
+    out = np.zeros(streams, dtype=np.int64)
+    if not len(frames):
+        return out
+    key = lambda st, fid: st.astype(np.int64) << 48 | fid.astype(np.int64)  # noqa: E731 - a frame
+    fkey = key(frames["stream"], frames["frame_id"])
+    finish = np.where(frames["n"] > 0, np.iinfo(np.int64).max, frames["published"].astype(np.int64))
+    if len(messages):
+        seqs, first = np.unique(messages["seq"], return_index=True)
+        m = messages[first]
+        mkey = key(m["stream"], m["frame_id"])
+        order = np.argsort(mkey, kind="stable")
+        uk, start_idx, counts = np.unique(mkey[order], return_index=True, return_counts=True)
+        last = np.maximum.reduceat(m["end"][order].astype(np.int64), start_idx)
+        at = np.searchsorted(uk, fkey)
+        at_c = np.clip(at, 0, max(0, len(uk) - 1))
+        hit = (at < len(uk)) & (uk[at_c] == fkey) & (counts[at_c] >= frames["n"]) & (frames["n"] > 0)
+        finish[hit] = last[at_c[hit]]
+    for s in range(streams):
+        sel = frames["stream"] == s
+        if not sel.any():
+            continue
+        rel = np.sort(frames["intended"][sel].astype(np.int64))
+        fin = np.sort(finish[sel])
+        live = np.searchsorted(rel, rel, side="right") - np.searchsorted(fin, rel, side="right")
+        out[s] = int(live.max())
+    return out
 
 
 def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
     """(summary row, timeseries rows, accounting)."""
     cfg = d.cfg
-    acc = account(d.frames, d.messages)
+    acc = account(d.frames, d.messages, cfg.streams)
     m = d.messages[acc.first]
     warm = d.t0 + int(cfg.warmup * 1e9)
     stop = d.t0 + int(cfg.duration * 1e9)
     window_s = cfg.duration - cfg.warmup
     measured = m[m["intended"] >= warm]
+    rate = frames_rate(d, warm, stop, window_s)  # frames/s, all streams
+    closed = bool(closed_window(cfg.arrival))
 
     e2e = measured["end"] - measured["intended"]
     published = measured["published"].astype(np.int64)
@@ -142,18 +212,19 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
     produced_in_window = int(f["n"][(f["published"] >= warm) & (f["published"] < stop)].sum()) if len(f) else 0
     consumed_in_window = int(((m["end"] >= warm) & (m["end"] < stop)).sum())
     fanout_mean = cfg.fanout_dist.mean
-    offered_msgs = cfg.rate * fanout_mean
+    offered_msgs = rate * fanout_mean
     rho = 0.0 if math.isinf(cfg.consumer_rate) else offered_msgs / cfg.consumer_capacity
-    rho_a = 0.0 if math.isinf(cfg.producer_rate) else cfg.rate / cfg.producer_rate
+    rho_a = 0.0 if math.isinf(cfg.producer_rate) else rate / cfg.streams / cfg.producer_rate  # each stream's
 
     ts = timeseries(d, m)
     in_window = [r for r in ts if r["t_s"] >= cfg.warmup and r["t_s"] + 1 <= cfg.duration + 1e-9]
     growth = slope([r["backlog"] for r in in_window])
     a_growth = slope([r["stage_a_backlog"] for r in in_window])
     stable = (growth <= max(1.0, STABLE_FRACTION * offered_msgs)
-              and a_growth <= max(1.0, STABLE_FRACTION * cfg.rate))
+              and a_growth <= max(1.0, STABLE_FRACTION * rate))
 
     s = {
+        "streams": cfg.streams,
         "sent": acc.sent, "received": acc.received, "lost": acc.lost, **delivery(d, acc),
         "duplicated": acc.duplicated,
         "reordered": acc.reordered, "failed": int(f["failed"].sum()) if len(f) else 0, "corrupt": d.corrupt,
@@ -184,7 +255,9 @@ def summarize(d: RunData) -> tuple[dict, list[dict], Accounting]:
         p = percentiles_ms(c[k])
         s[f"{k}_p50_us"] = round(p["p50"] * 1e3, 3)
         s[f"{k}_p99_us"] = round(p["p99"] * 1e3, 3)
-    s.update(capacity(cfg, c, offered_msgs, growth, a_growth))
+    s.update(capacity(cfg, c, offered_msgs, growth, a_growth, rate))
+    if closed:  # no schedule: what was offered is what stage A released
+        s["offered_rate"] = round(rate, 3)
     for prefix, names in (("a", d.a_steps), ("b", d.b_steps)):
         for step in names:
             col = f"{prefix}_{step}"
@@ -208,10 +281,10 @@ def publish_status(publishes: np.ndarray | None, n: int) -> np.ndarray:
 def delivery(d: RunData, acc: Accounting) -> dict:
     """lost_acked, lost_unacked, publish_errors (see the module docstring)."""
     from testbed.harness.records import ACKED, NOT_SENT, PUBLISH_FAILED
-    status = publish_status(d.publishes, acc.sent)
+    status = publish_status(d.publishes, max(acc.seq_top, acc.sent))
     lost_status = status[acc.lost_seqs] if len(acc.lost_seqs) else status[:0]
     lost_acked = int((lost_status == ACKED).sum())
-    return {"delivery": d.cfg.delivery, "lost_acked": lost_acked, "lost_unacked": int(acc.lost - lost_acked),
+    return {"delivery": d.cfg.delivery, "ack": d.cfg.ack, "lost_acked": lost_acked, "lost_unacked": int(acc.lost - lost_acked),
             "publish_errors": int(((status == PUBLISH_FAILED) | (status == NOT_SENT)).sum())}
 
 
@@ -263,7 +336,8 @@ def _mean(v) -> float:
     return float(np.mean(v)) if len(v) else 0.0
 
 
-def capacity(cfg: RunConfig, c: dict, offered_msgs: float, growth: float, a_growth: float) -> dict:
+def capacity(cfg: RunConfig, c: dict, offered_msgs: float, growth: float, a_growth: float,
+             rate: float | None = None) -> dict:
     """capacity_measured, rho_measured and limited_by.
 
     capacity_measured: the messages/s stage B's replicas together could serve given what one message
@@ -282,6 +356,8 @@ def capacity(cfg: RunConfig, c: dict, offered_msgs: float, growth: float, a_grow
                   grows while it still has room (measured rho < 1: the broker does not deliver);
         harness   otherwise: our bookkeeping takes the room the service leaves.
         Empty when no message was measured.
+    ``rate``: frames/s of all streams (default the configured total); each stream's stage A carries its
+    share.
     """
     per_msg = {k: _mean(c[k]) for k in ("b_service", "recv_call", "ack_call", "b_harness")}
     busy = sum(per_msg.values())
@@ -291,9 +367,10 @@ def capacity(cfg: RunConfig, c: dict, offered_msgs: float, growth: float, a_grow
            "rho_measured": round(rho_m, 4) if rho_m == rho_m else math.nan, "limited_by": ""}
     if not len(c["b_service"]):
         return out
-    a_share = {k: cfg.rate * _mean(c[k]) / 1e9 for k in ("a_service", "a_publish", "a_bookkeeping")}
+    rate = total_rate(cfg) if rate is None else rate
+    a_share = {k: rate / cfg.streams * _mean(c[k]) / 1e9 for k in ("a_service", "a_publish", "a_bookkeeping")}
     rho_a_m = sum(a_share.values())
-    a_sat = a_growth > max(1.0, STABLE_FRACTION * cfg.rate) or rho_a_m >= 1
+    a_sat = a_growth > max(1.0, STABLE_FRACTION * rate) or rho_a_m >= 1
     b_sat = growth > max(1.0, STABLE_FRACTION * offered_msgs) or rho_m >= 1
     if a_sat and b_sat:
         a_sat = rho_a_m >= rho_m
@@ -346,11 +423,13 @@ def _step_extras(d: RunData, measured: np.ndarray, warm: int, e2e_p50_ms: float)
 
 
 def _frame_latencies(frames: np.ndarray, m: np.ndarray, warm: int) -> dict:
-    """p50/p99 of frame latency: the frame's last message done - intended, for complete frames only."""
+    """p50/p99 of frame latency: the frame's last message done - intended, for complete frames only (a
+    frame is (stream, frame_id))."""
     if len(m) == 0:
         return {"p50": math.nan, "p99": math.nan}
-    order = np.argsort(m["frame_id"], kind="stable")
-    fid = m["frame_id"][order]
+    key = m["stream"].astype(np.int64) << 48 | m["frame_id"].astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    fid = key[order]
     ends = m["end"][order]
     uniq, start_idx, counts = np.unique(fid, return_index=True, return_counts=True)
     last_end = np.maximum.reduceat(ends, start_idx)
@@ -370,10 +449,8 @@ def _unsent_times(d: RunData) -> np.ndarray:
     bad = d.publishes["seq"][np.isin(d.publishes["status"], (PUBLISH_FAILED, NOT_SENT))].astype(np.int64)
     if not len(bad):
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(f["first_seq"], kind="stable")
-    first = f["first_seq"][order].astype(np.int64)
-    at = np.clip(np.searchsorted(first, np.unique(bad), side="right") - 1, 0, len(first) - 1)
-    return f["published"][order][at].astype(np.int64)
+    at = frame_of(f, np.unique(bad), d.cfg.streams)
+    return f["published"][at[at >= 0]].astype(np.int64)
 
 
 def timeseries(d: RunData, m: np.ndarray) -> list[dict]:
@@ -382,9 +459,10 @@ def timeseries(d: RunData, m: np.ndarray) -> list[dict]:
     end = max(d.end_ns, d.t0 + int(cfg.duration * 1e9))
     n_sec = max(1, int(math.ceil((end - d.t0) / 1e9)))
     edges = d.t0 + np.arange(n_sec + 1, dtype=np.int64) * 1_000_000_000
-    offsets = schedule(cfg.arrival, cfg.rate, cfg.duration, cfg.seed) + d.t0
-    offered = np.histogram(offsets, bins=edges)[0]
     f = d.frames
+    # offered frames: the schedule's (open loop), or when stage A released them (closed loop)
+    offsets = f["intended"].astype(np.int64) if closed_window(cfg.arrival) else offered_schedule(cfg) + d.t0
+    offered = np.histogram(offsets, bins=edges)[0]
     produced = np.histogram(f["published"], bins=edges, weights=f["n"])[0] if len(f) else np.zeros(n_sec)
     unsent = _unsent_times(d)  # fault runs: messages stage A could not publish are not in the backlog
     if len(unsent):

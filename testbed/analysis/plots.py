@@ -19,8 +19,8 @@ import os
 import textwrap
 
 import brokers
-from testbed.analysis.groups import (CONFIG, HOP, QUEUE, TRANSIT, WAIT, breakdown, broker_order, config_label,
-                                     shown_config, varying)
+from testbed.analysis.groups import (CONFIG, HOP, PER_BROKER, QUEUE, TRANSIT, WAIT, breakdown, broker_order,
+                                     config_label, shown_config, varying)
 from testbed.analysis.report import atomic_write
 from testbed.errors import ConfigError
 
@@ -159,20 +159,99 @@ def panel_groups(table, panel_cols):
     return out
 
 
+#: points of two brokers at one load closer than this share of the panel's y range (log range on a log
+#: axis) coincide: they are set side by side, this share of the x range apart
+COINCIDE_SHARE = 0.01
+DODGE_SHARE = 0.025  # about a marker's width on a panel of the report's size
+
+
+def _dodged(series: dict, logy: bool) -> tuple[dict, bool]:
+    """{broker: (x, y)} -> the same with the x of coinciding points spread sideways; (that, any moved)."""
+    import numpy as np
+    xs = np.array(sorted({float(x) for x, _ in series.values() for x in x}))
+    ys = [float(v) for _, y in series.values() for v in y if np.isfinite(v) and (v > 0 or not logy)]
+    if len(xs) < 2 or len(ys) < 2:
+        return series, False
+    f = np.log10 if logy else (lambda v: v)
+    y_span = max(float(f(max(ys)) - f(min(ys))), 1e-12)
+    step = DODGE_SHARE * float(xs[-1] - xs[0])
+    out = {b: (np.array(x, dtype=float), np.array(y, dtype=float)) for b, (x, y) in series.items()}
+    moved = False
+    for x0 in xs:
+        at = [(b, i) for b, (x, _) in out.items() for i in np.flatnonzero(x == x0)]
+        at = [(b, i) for b, i in at if np.isfinite(out[b][1][i]) and (out[b][1][i] > 0 or not logy)]
+        at.sort(key=lambda bi: out[bi[0]][1][bi[1]])
+        clusters, cur = [], []
+        for b, i in at:  # runs of points each within the tolerance of the one before
+            if cur and abs(f(out[b][1][i]) - f(out[cur[-1][0]][1][cur[-1][1]])) > COINCIDE_SHARE * y_span:
+                clusters.append(cur)
+                cur = []
+            cur.append((b, i))
+        clusters.append(cur)
+        for c in clusters:
+            if len(c) < 2:
+                continue
+            order = sorted(c, key=lambda bi: list(series).index(bi[0]))  # the legend's order, left to right
+            for j, (b, i) in enumerate(order):
+                out[b][0][i] = x0 + (j - (len(order) - 1) / 2) * step
+            moved = True
+    return out, moved
+
+
+def _one_level_panel(ax, g, xcol: str, xlabel: str, metric: str, ylabel: str, colors: dict, reference: bool):
+    """One load level in the panel: a bar per broker on an axis from zero, the median written on it."""
+    names = broker_order(list(g["broker"].unique()))
+    for i, b in enumerate(names):
+        gb = g[g["broker"] == b]
+        y = float(gb[f"{metric}_median"].astype(float).iloc[0])
+        lo = max(0.0, y - float(gb[f"{metric}_min"].astype(float).iloc[0]))
+        hi = max(0.0, float(gb[f"{metric}_max"].astype(float).iloc[0]) - y)
+        bars = ax.bar(i, y, yerr=[[lo], [hi]], capsize=3, color=colors[b], label=b, width=0.7)
+        ax.bar_label(bars, labels=[plain_number(float(f"{y:.4g}"))], padding=2, fontsize=8)
+    if reference:
+        offered = float(g["offered_msgs"].iloc[0])
+        ax.axhline(offered, color="k", ls="--", lw=1, label="offered")
+        x0 = float(g[xcol].iloc[0])
+        if xcol == "rho" and x0 > 0:
+            ax.axhline(offered / x0, color="k", ls=":", lw=1, label="stage B capacity")
+    ax.set_ylim(bottom=0)
+    ax.margins(y=0.12)
+    ax.set_xticks(range(len(names)), names)
+    ax.grid(axis="x", visible=False)
+    level = plain_number(float(f"{float(g[xcol].iloc[0]):.4g}"))
+    ax.set_xlabel(f"broker, at one load level: {xlabel.split(' (')[0]} {level}")
+    ax.set_ylabel(ylabel.replace(", log scale", ""))
+
+
 def vs_load_figure(table, metric: str, ylabel: str, title: str, logy: bool, reference: bool):
+    """The metric per broker against the load; a panel with one load level draws bars from zero instead
+    (a y axis fitted to a few points would make a 2% difference fill it), and points of several brokers
+    that coincide are set side by side."""
     plt = _plt()
     xcol, xlabel, panel_cols = x_axis(table)
     groups = panel_groups(table, panel_cols)
     fig, axes, w = _subplots(plt, len(groups))
     colors = broker_colors(list(table["broker"].unique()))
+    notes = set()
     for ax, (label, g) in zip(axes, groups):
+        _panel_title(ax, label, w)
+        if g[xcol].astype(float).nunique() == 1:
+            _one_level_panel(ax, g, xcol, xlabel, metric, ylabel, colors, reference)
+            notes.add("one load level: bars from zero")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # clear of the bars
+            continue
+        series, spans = {}, {}
         for b in broker_order(list(g["broker"].unique())):
             gb = g[g["broker"] == b].sort_values(xcol)
-            x = gb[xcol].astype(float)
             y = gb[f"{metric}_median"].astype(float)
-            lo = (y - gb[f"{metric}_min"].astype(float)).clip(lower=0)
-            hi = (gb[f"{metric}_max"].astype(float) - y).clip(lower=0)
-            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=b, color=colors[b])
+            series[b] = (gb[xcol].astype(float).to_numpy(), y.to_numpy())
+            spans[b] = ((y - gb[f"{metric}_min"].astype(float)).clip(lower=0).to_numpy(),
+                        (gb[f"{metric}_max"].astype(float) - y).clip(lower=0).to_numpy())
+        series, moved = _dodged(series, logy)
+        if moved:
+            notes.add("points that coincide set side by side")
+        for b, (x, y) in series.items():
+            ax.errorbar(x, y, yerr=list(spans[b]), marker="o", capsize=3, label=b, color=colors[b])
         if reference:
             xs = sorted(set(g[xcol].astype(float)))
             if xcol == "offered_msgs":
@@ -185,11 +264,11 @@ def vs_load_figure(table, metric: str, ylabel: str, title: str, logy: bool, refe
                     ax.plot([x for x in xs if x > 0], caps, "k:", lw=1, label="stage B capacity")
         if logy:
             _log_axis(ax, "y")
-        _panel_title(ax, label, w)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend()
-    return _finish(fig, title + " (median; bars: min-max over repetitions)")
+    extra = "".join(f"; {n}" for n in sorted(notes))
+    return _finish(fig, title + f" (median; error bars: min-max over repetitions{extra})")
 
 
 # -- latency CDF ----------------------------------------------------------------------------------------
@@ -251,7 +330,7 @@ def cdf_figure(table, max_panels: int = 8):
 # -- backlog --------------------------------------------------------------------------------------------
 def choose_backlog_config(table, spec: str | None):
     """The rows (one per broker) of the configuration whose backlog to plot."""
-    cfg_cols = [c for c in CONFIG if c != "broker_opt"]
+    cfg_cols = [c for c in CONFIG if c not in PER_BROKER]
     if spec:
         sel = table
         for part in spec.split(","):

@@ -78,54 +78,54 @@ def write_json(path: str, obj) -> None:
 
 
 def write_messages(path: str, messages: np.ndarray, first: np.ndarray, frames: np.ndarray,
-                   lost_seqs: np.ndarray, t0: int) -> None:
+                   lost_seqs: np.ndarray, t0: int, streams: int = 1) -> None:
     """One row per message: its timestamps (ns since the run's start), its status and its costs.
 
     status is ``ok`` for a message's first completion, ``duplicate`` for any later one, and ``lost`` for a
     message sent and never finished (its consumer-side columns are empty). ``free_ns`` is a timestamp
     like the others; ``recv_call_ns``, ``ack_call_ns``, ``b_harness_ns`` (its batch's, whole batch),
     ``publish_call_ns`` and ``a_harness_ns`` (its frame's, whole frame) are durations in ns
-    (testbed/harness/records.py defines them). Step columns (durations, ns) follow.
+    (testbed/harness/records.py defines them). ``stream`` is the camera stream (a frame is (stream,
+    frame_id)). Step columns (durations, ns) follow.
     """
-    from testbed.harness.records import MESSAGE_FIELDS
+    from testbed.harness.records import MESSAGE_FIELDS, frame_of
     fixed = {n for n, _ in MESSAGE_FIELDS}
     step_cols = [n for n in messages.dtype.names if n not in fixed and n[:2] in ("a_", "b_")]
     stamps = ["intended", "published", "received", "start", "end"]
     cost_cols = ["recv_call", "ack_call", "b_harness", "publish_call"]
-    cols = (["seq", "frame_id", "index", "count", "replica", "batch"] + [c + "_ns" for c in stamps]
+    cols = (["seq", "stream", "frame_id", "index", "count", "replica", "batch"] + [c + "_ns" for c in stamps]
             + ["e2e_us", "status", "free_ns"] + [c + "_ns" for c in cost_cols] + ["a_harness_ns"]
             + [c + "_ns" for c in step_cols])
     status = np.full(len(messages), "duplicate", dtype=object)
     status[first] = "ok"
     order = np.argsort(messages["seq"], kind="stable")
     m = messages[order]
-    f_order = np.argsort(frames["frame_id"], kind="stable")
-    f_ids, f_harness = frames["frame_id"][f_order], frames["a_harness"][f_order]
-
-    def frame_harness(fids):
-        if not len(f_ids):
-            return [""] * len(fids)
-        at = np.clip(np.searchsorted(f_ids, fids), 0, len(f_ids) - 1)
-        return np.where(f_ids[at] == fids, f_harness[at], 0).tolist()
+    def frame_harness(seqs):
+        if not len(frames):
+            return [""] * len(seqs)
+        at = frame_of(frames, seqs, streams)
+        return np.where(at >= 0, frames["a_harness"][np.maximum(at, 0)], 0).tolist()
 
     def w(fh):
         wr = csv.writer(fh)
         wr.writerow(cols)
-        ints = [m[c].tolist() for c in ("seq", "frame_id", "index", "count", "replica", "batch")]
+        ints = [m[c].tolist() for c in ("seq", "stream", "frame_id", "index", "count", "replica", "batch")]
         rel = [(m[c].astype(np.int64) - t0).tolist() for c in stamps + ["free"]]
         e2e = np.round((m["end"].astype(np.int64) - m["intended"].astype(np.int64)) / 1e3, 3).tolist()
-        costs = [m[c].tolist() for c in cost_cols] + [frame_harness(m["frame_id"])]
+        costs = [m[c].tolist() for c in cost_cols] + [frame_harness(m["seq"])]
         steps = [m[c].tolist() for c in step_cols]
         st = status[order].tolist()
         for k in range(len(m)):
             wr.writerow([c[k] for c in ints] + [c[k] for c in rel[:5]] + [e2e[k], st[k], rel[5][k]]
                         + [c[k] for c in costs] + [c[k] for c in steps])
         if len(lost_seqs):
-            f_first = frames["first_seq"].astype(np.int64)
-            fi = np.searchsorted(f_first, lost_seqs, side="right") - 1
+            fi = frame_of(frames, lost_seqs, streams)
             for s, k in zip(lost_seqs.tolist(), fi.tolist()):
+                if k < 0:
+                    continue
                 fr = frames[k]
-                wr.writerow([s, int(fr["frame_id"]), s - int(fr["first_seq"]), int(fr["n"]), "", "",
+                wr.writerow([s, int(fr["stream"]), int(fr["frame_id"]), (s - int(fr["first_seq"])) // streams,
+                             int(fr["n"]), "", "",
                              int(fr["intended"]) - t0, "", "", "", "", "", "lost", "", "", "", "", "",
                              int(fr["a_harness"])] + [""] * len(step_cols))
     with atomic_write(path) as fh:
@@ -150,12 +150,52 @@ def human(row: dict, run_dir: str) -> str:
         f"  sent {row['sent']}, received {row['received']}, lost {row['lost']}, "
         f"duplicated {row['duplicated']}, reordered {row['reordered']}, failed frames {row['failed']}",
     ]
+    lines += load_lines(row)
+    lines += hosts_lines(row, run_dir)
     lines += cost_lines(row)
     lines += step_table(row)
     if row.get("error"):
         lines.append(f"  error: {row['error']}")
     lines.append(f"  results: {run_dir}")
     return "\n".join(lines)
+
+
+def load_lines(row: dict) -> list[str]:
+    """What kind of load the run had, where it is not one open-loop stream."""
+    arrival, v = str(row.get("arrival", "")), _num(row.get("streams"))
+    streams = int(v) if v == v else 1
+    out = []
+    if arrival.startswith("closed:"):
+        k = arrival.partition(":")[2]
+        out.append(f"  closed loop: {k} frames in flight per stream (a frame starts when one of its stream's "
+                   "finishes; offered = frames released); latency from each frame's release: no "
+                   "coordinated-omission correction applies")
+    if streams > 1:
+        out.append(f"  {streams} camera streams (stage A workers), each its own schedule, frames and seed")
+    return out
+
+
+def hosts_lines(row: dict, run_dir: str) -> list[str]:
+    """A run over hosts: where its parts ran, its clocks' uncertainty (and whether it is above 1% of the
+    e2e p50), and any latency below zero beyond it (run.json's hosts.negative_latencies)."""
+    unc = _num(row.get("clock_uncertainty_us"))
+    if math.isnan(unc):
+        return []
+    out = [f"  hosts: {row.get('hosts') or 'nothing placed'}; clock uncertainty +-{unc:g} us"]
+    p50 = _num(row.get("e2e_p50_ms"))
+    if p50 == p50 and unc > 0.01 * p50 * 1000:
+        out.append(f"  clock uncertainty {unc:g} us is more than 1% of the e2e p50 ({p50:.3f} ms): cross-host "
+                   "latencies are known only that closely")
+    try:
+        with open(os.path.join(run_dir, "run.json")) as fh:
+            neg = (json.load(fh).get("hosts") or {}).get("negative_latencies") or {}
+    except (OSError, ValueError):
+        neg = {}
+    for name, v in neg.items():
+        if v.get("count"):
+            out.append(f"  {v['count']} {name} latencies below zero beyond the clocks' uncertainty (worst "
+                       f"{v['worst_us']:g} us): reported, not clamped")
+    return out
 
 
 def _num(v) -> float:

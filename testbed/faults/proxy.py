@@ -228,12 +228,12 @@ class NetworkFaults:
     ``end(fault)`` ends it. A context manager; ``stop()`` is safe to call twice."""
 
     def __init__(self, upstream: str, log_path: str | None = None, binary: str | None = None,
-                 hold: bool = True):
+                 hold: bool = True, listen_host: str = "127.0.0.1"):
         host, port = split_address(upstream)
         self.hold = hold
         self.server = ToxiproxyServer(binary, log_path)
-        try:
-            self.proxy = self.server.create_proxy("broker", f"{host}:{port}")
+        try:  # listen_host: the orchestrator's address on simulated hosts' network, where stages on hosts reach it
+            self.proxy = self.server.create_proxy("broker", f"{host}:{port}", listen=f"{listen_host}:0")
         except BaseException:
             self.server.stop()
             raise

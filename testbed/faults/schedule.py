@@ -19,6 +19,21 @@ A fault is written ``KIND[:REPLICA]@T[:D[:PARAM...]]`` (a ``--fault`` flag or a 
     net-reset@T                   drop every open connection (clients must reconnect)
     net-blackhole@T:D             connections stay open but pass nothing for D
 
+On a cluster (``--broker-nodes N``, N > 1; refused on one node), one node at a time:
+
+    kill-leader@T                 SIGKILL the node that leads the run's partition, queue or stream (or
+                                  the primary of a primary/replica set) at T, asked of the broker then
+    pause-leader@T:D              SIGSTOP that node for D, then SIGCONT
+    bounce-leader@T:D             kill it, wait D, start it again (same ports and data)
+    kill-node:K@T                 SIGKILL node K (0-based); it stays down
+    pause-node:K@T:D              SIGSTOP node K for D
+    bounce-node:K@T:D             kill node K, wait D, start it again
+    (the *-broker kinds act on every node of a cluster at once)
+
+On simulated hosts (``--hosts FILE``, testbed/hosts/):
+
+    partition-host:NAME@T:D       host NAME's link down for D (every connection to and from it), then up
+
 ``parse`` checks each fault alone; ``Schedule.validate`` checks them together against the run
 (overlaps on one target, faults past the run's end, replicas); ``Schedule.check_applies`` refuses a
 schedule the run's broker and launcher cannot carry out. Every failure is a ``ConfigError`` with one
@@ -35,6 +50,11 @@ from dataclasses import dataclass, field
 from testbed.errors import ConfigError
 
 BROKER, CONSUMER, NETWORK = "broker", "consumer", "network"
+LEADER, NODE = "leader", "node"  # one node of a cluster: the run's leader when the fault fires, or node K
+HOST = "host"  # a simulated host (testbed/hosts/): its link
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+#: targets whose actions are the broker's (they run in order on the fault hook's broker thread)
+BROKER_TARGETS = (BROKER, LEADER, NODE)
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,13 @@ KINDS: dict[str, Kind] = {
     "net-bandwidth": Kind(NETWORK, True, ("rate",), "net-bandwidth@T:D:RATE (e.g. net-bandwidth@10s:5s:8mbit)"),
     "net-reset": Kind(NETWORK, False, help="net-reset@T"),
     "net-blackhole": Kind(NETWORK, True, help="net-blackhole@T:D"),
+    "kill-leader": Kind(LEADER, False, help="kill-leader@T"),
+    "pause-leader": Kind(LEADER, True, help="pause-leader@T:D"),
+    "bounce-leader": Kind(LEADER, True, help="bounce-leader@T:D"),
+    "kill-node": Kind(NODE, False, help="kill-node:K@T"),
+    "pause-node": Kind(NODE, True, help="pause-node:K@T:D"),
+    "bounce-node": Kind(NODE, True, help="bounce-node:K@T:D"),
+    "partition-host": Kind(HOST, True, help="partition-host:NAME@T:D (e.g. partition-host:mq@10s:3s)"),
 }
 
 #: default seconds between kill-consumer and the replica's restart (``--consumer-restart-s``)
@@ -94,12 +121,19 @@ class Fault:
     latency_ms: int = 0        # net-delay, net-jitter: added to each direction
     jitter_ms: int = 0         # net-jitter: +/- around latency_ms
     rate_bps: float = 0.0      # net-bandwidth: bits per second, each direction
+    node: int | None = None    # kill-node, pause-node, bounce-node: the cluster's node K
+    host: str | None = None    # partition-host: the host's name in the hosts file
 
     @property
     def target(self) -> str:
-        """What the fault acts on: ``broker``, ``consumer:R`` or ``network`` (faults on one target never overlap)."""
+        """What the fault acts on: ``broker``, ``consumer:R``, ``network``, ``leader`` or ``node:K``
+        (faults on one target never overlap)."""
         t = KINDS[self.kind].target
-        return f"{CONSUMER}:{self.replica}" if t == CONSUMER else t
+        if t == CONSUMER:
+            return f"{CONSUMER}:{self.replica}"
+        if t == HOST:
+            return f"{HOST}:{self.host}"
+        return f"{NODE}:{self.node}" if t == NODE else t
 
     @property
     def end_s(self) -> float:
@@ -111,7 +145,8 @@ class Fault:
 
     def __str__(self) -> str:
         kind = KINDS[self.kind]
-        head = self.kind + (f":{self.replica}" if self.replica is not None else "")
+        head = self.kind + (f":{self.replica}" if self.replica is not None else "") + \
+            (f":{self.node}" if self.node is not None else "") + (f":{self.host}" if self.host is not None else "")
         parts = [_fmt_s(self.at_s)]
         if kind.window:
             parts.append(_fmt_s(self.duration_s))
@@ -129,6 +164,10 @@ class Fault:
              "duration_s": self.duration_s}
         if self.replica is not None:
             d["replica"] = self.replica
+        if self.node is not None:
+            d["node"] = self.node
+        if self.host is not None:
+            d["host"] = self.host
         if self.kind in ("net-delay", "net-jitter"):
             d["latency_ms"] = self.latency_ms
         if self.kind == "net-jitter":
@@ -143,7 +182,8 @@ class Event:
     """One action at one moment: what the orchestrator does at ``at_s`` for ``fault``.
 
     Actions: broker ``kill`` ``restart`` ``pause`` ``resume``; consumer ``kill`` ``restart`` ``pause``
-    ``resume``; network ``add-toxics`` ``remove-toxics`` ``reset``."""
+    ``resume``; network ``add-toxics`` ``remove-toxics`` ``reset``; leader and node (one node of a
+    cluster) ``kill`` ``restart`` ``pause`` ``resume``; host ``partition`` ``heal``."""
 
     at_s: float
     target: str
@@ -151,7 +191,7 @@ class Event:
     fault: Fault
 
 
-_ENDS = ("restart", "resume", "remove-toxics")
+_ENDS = ("restart", "resume", "remove-toxics", "heal")
 
 
 @dataclass(frozen=True)
@@ -187,25 +227,30 @@ class Schedule:
         out: list[Event] = []
         for f in self.faults:
             t = f.target
-            if f.kind in ("kill-broker", "restart-broker"):
+            if f.kind in ("kill-broker", "restart-broker", "kill-leader", "kill-node"):
                 out.append(Event(f.at_s, t, f.kind.split("-")[0], f))
-            elif f.kind == "bounce-broker":
+            elif f.kind in ("bounce-broker", "bounce-leader", "bounce-node"):
                 out += [Event(f.at_s, t, "kill", f), Event(f.end_s, t, "restart", f)]
-            elif f.kind in ("pause-broker", "pause-consumer"):
+            elif f.kind in ("pause-broker", "pause-consumer", "pause-leader", "pause-node"):
                 out += [Event(f.at_s, t, "pause", f), Event(f.end_s, t, "resume", f)]
             elif f.kind == "kill-consumer":
                 out += [Event(f.at_s, t, "kill", f), Event(f.at_s + consumer_restart_s, t, "restart", f)]
             elif f.kind == "net-reset":
                 out.append(Event(f.at_s, t, "reset", f))
+            elif f.kind == "partition-host":
+                out += [Event(f.at_s, t, "partition", f), Event(f.end_s, t, "heal", f)]
             else:
                 out += [Event(f.at_s, t, "add-toxics", f), Event(f.end_s, t, "remove-toxics", f)]
         return sorted(out, key=lambda e: (e.at_s, e.action not in _ENDS))
 
     def validate(self, duration_s: float, replicas: int,
-                 consumer_restart_s: float = CONSUMER_RESTART_S) -> "Schedule":
+                 consumer_restart_s: float = CONSUMER_RESTART_S, nodes: int = 1) -> "Schedule":
         """Check the faults together against a run of ``duration_s`` seconds with ``replicas`` stage B
-        replicas. Returns self."""
+        replicas and a broker of ``nodes`` nodes. Returns self."""
         for f in self.faults:
+            if f.node is not None and nodes > 1 and not 0 <= f.node < nodes:
+                raise ConfigError(f"--fault {f}: node {f.node} is out of range: this run's cluster has {nodes} "
+                                  f"nodes (use 0 to {nodes - 1})")
             if f.replica is not None and not 0 <= f.replica < replicas:
                 allowed = "0" if replicas == 1 else f"0 to {replicas - 1}"
                 raise ConfigError(f"--fault {f}: replica {f.replica} is out of range: this run has {replicas} "
@@ -225,22 +270,39 @@ class Schedule:
             _check_target(target, faults, consumer_restart_s)
         return self
 
-    def check_applies(self, launcher: str, capabilities) -> "Schedule":
+    def check_applies(self, launcher: str, capabilities, nodes: int = 1, hosts=None) -> "Schedule":
         """Refuse faults the run cannot carry out. ``launcher`` is the resolved one (``local``,
         ``docker``, ``external``, ``embedded``); ``capabilities`` the broker spec's (an object or a
-        mapping with ``needs_server`` and ``in_process``). Returns self."""
+        mapping with ``needs_server`` and ``in_process``); ``nodes`` the broker's (--broker-nodes);
+        ``hosts`` the names of the run's simulated hosts (None: it has none). Returns self."""
         for f in self.faults:
-            reason = refusal(f, launcher, capabilities)
+            reason = refusal(f, launcher, capabilities, nodes, hosts)
             if reason:
                 raise ConfigError(f"--fault {f} is not possible here: {reason}")
         return self
 
 
-def refusal(fault: Fault, launcher: str, capabilities) -> str | None:
-    """Why ``fault`` cannot apply to this broker and launcher, or None."""
+def refusal(fault: Fault, launcher: str, capabilities, nodes: int = 1, hosts=None) -> str | None:
+    """Why ``fault`` cannot apply to this broker, launcher, number of broker nodes and simulated hosts
+    (``hosts``: their names, None when the run has none), or None."""
     needs_server = bool(_cap(capabilities, "needs_server"))
     in_process = bool(_cap(capabilities, "in_process"))
     target = KINDS[fault.kind].target
+    if target == HOST:
+        if hosts is None:
+            return ("partition-host needs simulated hosts (--hosts FILE with ray: simulated): the testbed cuts a "
+                    "simulated host's own link, never a real machine's")
+        if fault.host not in hosts:
+            hint = difflib.get_close_matches(fault.host, list(hosts), n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            return f"there is no host {fault.host!r}{did}; the hosts are {', '.join(hosts)}"
+        return None
+    if target in (LEADER, NODE):
+        if nodes < 2:
+            what = "no leader to lose" if target == LEADER else "no other node to carry on"
+            return (f"{fault.kind} needs a cluster (--broker-nodes 2 or more): a single broker node has {what}; "
+                    "use the *-broker kinds")
+        target = BROKER  # and whatever a broker fault needs
     if target == BROKER:
         if in_process or not needs_server or launcher == "embedded":
             return "this transport has no broker process to kill or pause (broker faults need a broker server)"
@@ -255,6 +317,9 @@ def refusal(fault: Fault, launcher: str, capabilities) -> str | None:
     elif target == NETWORK:
         if in_process or not needs_server or launcher == "embedded":
             return "this transport has no broker connection to put a network proxy in front of"
+        if nodes > 1:
+            return ("the network proxy stands in front of one broker address, and a cluster's clients reach "
+                    "every node: network faults are for a single node (--broker-nodes 1)")
     return None
 
 
@@ -267,10 +332,14 @@ def _cap(capabilities, name: str):
 def _check_target(target: str, faults: list[Fault], consumer_restart_s: float) -> None:
     """Faults on one target: no overlaps; the broker's kill/restart order makes sense."""
     faults = sorted(faults, key=lambda f: f.at_s)
-    down: Fault | None = None       # kill-broker with no restart yet
+    down: Fault | None = None       # kill-broker with no restart yet, or kill-node (it stays down)
     prev: Fault | None = None
     prev_end = -math.inf
     for f in faults:
+        if down is not None and down.kind == "kill-node":
+            raise ConfigError(f"--fault {f} comes after --fault {down}: node {down.node} is down from "
+                              f"{_fmt_s(down.at_s)} to the end of the run (bounce-node:{down.node}@T:D kills it "
+                              "and starts it again)")
         if down is not None:
             if f.kind != "restart-broker":
                 raise ConfigError(f"--fault {f} overlaps --fault {down}: the broker is down from "
@@ -284,7 +353,7 @@ def _check_target(target: str, faults: list[Fault], consumer_restart_s: float) -
             raise ConfigError(f"--fault {f} overlaps --fault {prev} on the same {target.split(':')[0]}"
                               f"{' replica ' + target.split(':')[1] if ':' in target else ''}: "
                               f"faults on one target must not overlap (start it at {_fmt_s(prev_end)} or later)")
-        if f.kind == "kill-broker":
+        if f.kind in ("kill-broker", "kill-node"):
             down = f
         prev = f
         prev_end = f.at_s + consumer_restart_s if f.kind == "kill-consumer" else f.end_s
@@ -306,7 +375,7 @@ def parse(text: str) -> Fault:
     kind = KINDS[name]
     if not at or not rest:
         raise ConfigError(f"--fault {text!r} needs a time: write {kind.help}")
-    replica = None
+    replica = node = host = None
     if kind.target == CONSUMER:
         if not replica_text:
             raise ConfigError(f"--fault {text!r} needs a replica: write {kind.help} (R counts from 0)")
@@ -314,6 +383,20 @@ def parse(text: str) -> Fault:
             raise ConfigError(f"--fault {text!r}: replica {replica_text!r} is not allowed: "
                               f"it must be a whole number >= 0 ({kind.help})")
         replica = int(replica_text)
+    elif kind.target == HOST:
+        if not replica_text:
+            raise ConfigError(f"--fault {text!r} needs a host: write {kind.help}")
+        if not _HOST_NAME.match(replica_text):
+            raise ConfigError(f"--fault {text!r}: host {replica_text!r} is not allowed: a host name is 1-32 "
+                              f"letters, digits, '-' or '_' ({kind.help})")
+        host = replica_text
+    elif kind.target == NODE:
+        if not replica_text:
+            raise ConfigError(f"--fault {text!r} needs a node: write {kind.help} (K counts from 0)")
+        if not replica_text.isdigit():
+            raise ConfigError(f"--fault {text!r}: node {replica_text!r} is not allowed: "
+                              f"it must be a whole number >= 0 ({kind.help})")
+        node = int(replica_text)
     elif replica_text:
         raise ConfigError(f"--fault {text!r}: {name} takes no replica; write {kind.help}")
     values = rest.split(":")
@@ -329,10 +412,11 @@ def parse(text: str) -> Fault:
         if duration_s <= 0:
             raise ConfigError(f"--fault {text!r}: duration {values[1]!r} is not allowed: it must be > 0")
     extra = dict(zip((p.rstrip("?") for p in kind.params), values[1 + int(kind.window):]))
-    return _build(text, name, at_s, duration_s, replica, extra)
+    return _build(text, name, at_s, duration_s, replica, extra, node, host)
 
 
-def _build(text: str, name: str, at_s: float, duration_s: float, replica, extra: Mapping) -> Fault:
+def _build(text: str, name: str, at_s: float, duration_s: float, replica, extra: Mapping, node=None,
+           host=None) -> Fault:
     latency_ms = jitter_ms = 0
     rate_bps = 0.0
     if "latency" in extra:
@@ -345,7 +429,7 @@ def _build(text: str, name: str, at_s: float, duration_s: float, replica, extra:
                               f"({latency_ms}ms), so no delay is negative")
     if "rate" in extra:
         rate_bps = parse_rate(extra["rate"], f"--fault {text!r}: rate")
-    return Fault(name, at_s, duration_s, replica, latency_ms, jitter_ms, rate_bps)
+    return Fault(name, at_s, duration_s, replica, latency_ms, jitter_ms, rate_bps, node, host)
 
 
 def parse_time(value, what: str) -> float:
@@ -386,7 +470,7 @@ def parse_rate(value, what: str) -> float:
     return bps
 
 
-_MAPPING_KEYS = ("kind", "at", "duration", "replica", "latency", "jitter", "rate")
+_MAPPING_KEYS = ("kind", "at", "duration", "replica", "node", "host", "latency", "jitter", "rate")
 
 
 def parse_entry(entry) -> Fault:
@@ -405,7 +489,8 @@ def parse_entry(entry) -> Fault:
     if "kind" not in entry or "at" not in entry:
         raise ConfigError(f"faults: entry {dict(entry)!r} needs kind and at (e.g. kind: bounce-broker, at: 10s)")
     kind = str(entry["kind"]).strip().lower()
-    head = kind + (f":{entry['replica']}" if "replica" in entry else "")
+    head = kind + (f":{entry['replica']}" if "replica" in entry else "") + \
+        (f":{entry['node']}" if "node" in entry else "") + (f":{entry['host']}" if "host" in entry else "")
     values = [entry["at"]]
     if "duration" in entry:
         values.append(entry["duration"])

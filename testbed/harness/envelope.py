@@ -71,6 +71,26 @@ def encode_header(env: Envelope) -> bytes:
     return head
 
 
+#: the fixed part's packer, for a stage that builds headers itself (stage A's loop: ``item_layout`` once per
+#: payload layout, then per message ``pack_fixed(MAGIC, dtype, ndim, nsteps, seq, frame, index, count,
+#: intended, published, d0, d1, d2, d3) + steps_bytes(steps)``: the same bytes as ``encode_header``)
+pack_fixed = _FIXED.pack
+
+
+def item_layout(payload, shape=(), dtype: str = "uint8") -> tuple[int, int, int, int, int, int]:
+    """(dtype index, ndim, d0, d1, d2, d3) of a payload, checked as ``encode_header`` checks them."""
+    shape = tuple(shape) if shape else (_nbytes(payload),)
+    if len(shape) > 4:
+        raise EnvelopeError(f"payload has {len(shape)} dimensions; at most 4 are carried")
+    dims = shape + (0,) * (4 - len(shape))
+    return (DTYPES.index(dtype), len(shape), *dims)
+
+
+def steps_bytes(steps) -> bytes:
+    """The step times that follow the fixed part (b"" for none)."""
+    return struct.pack(f"<{len(steps)}q", *steps) if steps else b""
+
+
 def encode(env: Envelope) -> bytes:
     """Header and payload as one bytes object (for brokers that carry one buffer per message)."""
     return encode_header(env) + bytes(memoryview(env.payload).cast("B"))

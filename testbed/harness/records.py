@@ -20,9 +20,13 @@ Stage B's per-batch costs are repeated on each message of the batch (whole batch
     status     (publish record) ACKED, PUBLISH_FAILED or NOT_SENT: whether the broker acknowledged it
     a_harness  (frame record) stage A's bookkeeping for the frame: envelope building and encoding,
                stamps, records; the frame's loop time minus its work and its publish calls
+    stream     the camera stream (stage A worker) of the frame / message: frame records carry it, message
+               records get it from the seq (``seq % streams``, testbed/load/streams.py) in the orchestrator
+               (``with_streams``); a frame is (stream, frame_id)
 """
 from __future__ import annotations
 
+import array
 import json
 
 import numpy as np
@@ -30,6 +34,7 @@ import numpy as np
 FRAME_FIELDS = [
     ("frame_id", "<u8"), ("first_seq", "<u8"), ("n", "<u4"), ("failed", "<u1"),
     ("intended", "<i8"), ("start", "<i8"), ("end", "<i8"), ("published", "<i8"), ("a_harness", "<i8"),
+    ("stream", "<u2"),
 ]
 PUBLISH_FIELDS = [("seq", "<u8"), ("publish_call", "<i8"), ("status", "<u1")]
 #: ``status`` of a publish record: the broker acknowledged it (its reply, confirm, PubAck; for a client
@@ -42,10 +47,11 @@ MESSAGE_FIELDS = [
     ("seq", "<u8"), ("frame_id", "<u8"), ("index", "<u4"), ("count", "<u4"), ("replica", "<u2"),
     ("batch", "<u2"), ("intended", "<i8"), ("published", "<i8"), ("received", "<i8"),
     ("start", "<i8"), ("end", "<i8"), ("free", "<i8"), ("recv_call", "<i8"), ("ack_call", "<i8"),
-    ("b_harness", "<i8"), ("publish_call", "<i8"),
+    ("b_harness", "<i8"), ("publish_call", "<i8"), ("stream", "<u2"),
 ]
-#: Filled in by the orchestrator from stage A's publish records (``with_publish_calls``), not by stage B.
-JOINED_FIELDS = ("publish_call",)
+#: Filled in by the orchestrator, not by stage B: from stage A's publish records (``with_publish_calls``)
+#: and from the seq (``with_streams``).
+JOINED_FIELDS = ("publish_call", "stream")
 FRAME_DTYPE = np.dtype(FRAME_FIELDS)
 PUBLISH_DTYPE = np.dtype(PUBLISH_FIELDS)
 
@@ -69,6 +75,38 @@ def with_publish_calls(messages: np.ndarray, publishes: list[np.ndarray]) -> np.
     found = seqs[at] == messages["seq"]
     messages["publish_call"] = np.where(found, calls[at], 0)
     return messages
+
+
+def with_streams(messages: np.ndarray, streams: int) -> np.ndarray:
+    """``messages`` with ``stream`` set from the seq (testbed/load/streams.py: seq % streams)."""
+    if len(messages):
+        messages["stream"] = messages["seq"] % streams if streams > 1 else 0
+    return messages
+
+
+def frame_of(frames: np.ndarray, seqs, streams: int = 1) -> np.ndarray:
+    """For each seq, the index into ``frames`` of the frame it belongs to (stream s's k-th message has
+    seq k * streams + s; each frame's ``first_seq`` is its first message's seq), or -1 where none does.
+    ``frames`` in any order."""
+    seqs = np.asarray(seqs, dtype=np.int64)
+    out = np.full(len(seqs), -1, dtype=np.int64)
+    if not len(frames) or not len(seqs):
+        return out
+    n = frames["n"].astype(np.int64)
+    first = frames["first_seq"].astype(np.int64)
+    stream_of = seqs % streams if streams > 1 else np.zeros(len(seqs), np.int64)
+    for s in np.unique(stream_of):
+        fsel = np.flatnonzero((frames["stream"] == s) & (n > 0)) if streams > 1 else np.flatnonzero(n > 0)
+        if not len(fsel):
+            continue
+        order = fsel[np.argsort(first[fsel], kind="stable")]
+        msel = np.flatnonzero(stream_of == s)
+        at = np.searchsorted(first[order], seqs[msel], side="right") - 1
+        ok = at >= 0
+        k = order[np.clip(at, 0, len(order) - 1)]
+        inside = ok & ((seqs[msel] - first[k]) // max(1, streams) < n[k])
+        out[msel[inside]] = k[inside]
+    return out
 
 
 def _without(dtype: np.dtype, left_out) -> np.dtype:
@@ -124,6 +162,39 @@ class Reporter:
             for name in self.skip:
                 arr[name] = 0
             self.rows.clear()  # in place: the loops hold ``rows.append``
+            self.conn.send_bytes(self.tag + arr.tobytes())
+
+    def send_json(self, tag: bytes, obj) -> None:
+        self.conn.send_bytes(tag + json.dumps(obj).encode())
+
+
+class FlatReporter:
+    """A ``Reporter`` for records whose fields are all integers (frames, publishes), built for a hot loop:
+    a row is ``add(tuple)`` = ``array('q').extend``, with no tuple kept per row and no per-row conversion
+    when it ships (one column copy per field). Ships every ``interval_ns`` or ``max_rows``."""
+
+    def __init__(self, conn, dtype: np.dtype, tag: bytes, interval_ns: int = 50_000_000, max_rows: int = 4096):
+        self.conn, self.dtype, self.tag = conn, dtype, tag
+        self.width = len(dtype.names)
+        self.rows = array.array("q")
+        self.add = self.rows.extend  # add((f1, f2, ...)): one row, every field in dtype order
+        self.interval_ns, self.max_rows = interval_ns, max_rows
+        self.last = 0
+        self._limit = max_rows * self.width
+
+    def maybe_flush(self, now_ns: int) -> None:
+        if self.rows and (now_ns - self.last >= self.interval_ns or len(self.rows) >= self._limit):
+            self.flush(now_ns)
+
+    def flush(self, now_ns: int = 0) -> None:
+        self.last = now_ns
+        if self.rows:
+            flat = np.frombuffer(self.rows, dtype=np.int64).reshape(-1, self.width)
+            arr = np.empty(len(flat), dtype=self.dtype)
+            for i, name in enumerate(self.dtype.names):
+                arr[name] = flat[:, i]
+            del flat
+            del self.rows[:]  # in place: the loops hold ``add``
             self.conn.send_bytes(self.tag + arr.tobytes())
 
     def send_json(self, tag: bytes, obj) -> None:

@@ -94,6 +94,19 @@ class BrokerHandle:
         self.stop()
 
 
+def log_tail(path: str, lines: int = 5, window: int = 8192) -> str:
+    """The last ``lines`` lines of a log file (its last ``window`` bytes), joined with " | " for one error
+    line; "" when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - window))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
 class LocalProcess:
     """One private broker process (a process group of its own) and its temporary folder."""
 
@@ -152,14 +165,7 @@ class LocalProcess:
         self.wait(10)
 
     def log_tail(self, lines: int = 5) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 8192))
-                text = fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def wait_ready(self, check: Callable[[], object], timeout_s: float, what: str = "") -> object:
         """Call ``check`` until it returns without raising (a real client round trip), or fail clearly

@@ -174,6 +174,11 @@ def sweep(docker: bool = False) -> list[str]:
     containers). Cheap when there is nothing (a glob and the owner files): every run starts with it.
     Returns one line per thing removed."""
     lines = [ln for ln in cleanup_local(quick=True) if ": removed " in ln]
+    try:  # simulated hosts of dead runs (testbed/hosts/teardown.py): a few folder listings when none
+        from testbed.hosts.teardown import sweep as sweep_hosts
+        lines += [f"hosts: {ln}" for ln in sweep_hosts()]
+    except Exception:  # noqa: BLE001 - the sweep never stops a run
+        pass
     if docker:
         try:
             from testbed.launchers import docker as docker_launcher

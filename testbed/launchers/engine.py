@@ -30,6 +30,7 @@ import sys
 import time
 
 from testbed.errors import BrokerError
+from testbed.launchers.base import log_tail
 
 PRIVATE_DIR = os.environ.get("TESTBED_DOCKER_DIR", "/run/testbed-docker")
 PRIVATE_SOCK = os.path.join(PRIVATE_DIR, "docker.sock")
@@ -251,14 +252,7 @@ def stop(timeout_s: float = 30.0) -> bool:
 
 
 def _log_tail(lines: int = 3) -> str:
-    try:
-        with open(PRIVATE_LOG, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 4096))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+    return log_tail(PRIVATE_LOG, lines, window=4096)
 
 
 def cli(action: str) -> int:

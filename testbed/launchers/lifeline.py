@@ -9,7 +9,8 @@ Two mechanisms, because neither covers everything alone:
   given it only when started from the main thread (a worker thread may end before its broker should).
 - A watchdog: one small process per orchestrating process (``watchdog.py``), in a session of its own,
   holding the read end of a pipe only we write to. ``track_dir`` (every private folder, from
-  ``base.write_owner``) and ``track_container`` (before the container is created) tell it what exists;
+  ``base.write_owner``), ``track_container`` (before the container is created) and ``track_hosts``
+  (simulated hosts' state file, before they are made: testbed/hosts/) tell it what exists;
   when the pipe reaches end of file (the orchestrator is gone, however it went) it removes what is still
   there: the containers by name, the process groups that point into the folders, the folders. After a
   normal exit there is nothing left, and it exits without looking further.
@@ -127,3 +128,16 @@ def untrack_container(name: str) -> None:
         ours = _pipe is not None and _pipe[0] == os.getpid()
     if ours:
         _send(f"-container {name}")
+
+
+def track_hosts(state_path: str) -> None:
+    """Simulated hosts (their state file, testbed/hosts/state.py) to remove if we die with them up."""
+    _send(f"hosts {os.path.abspath(state_path)}")
+
+
+def untrack_hosts(state_path: str) -> None:
+    """The hosts are removed, or handed over to stay up: nothing to do for them."""
+    with _lock:
+        ours = _pipe is not None and _pipe[0] == os.getpid()
+    if ours:
+        _send(f"-hosts {os.path.abspath(state_path)}")

@@ -8,6 +8,7 @@ the thread that creates it), right after start and again once the broker is read
 from __future__ import annotations
 
 import os
+import sys
 
 from testbed.errors import ConfigError
 
@@ -70,6 +71,10 @@ def apply_limits(cfg, pid: int, extra: dict, log_path: str = "") -> None:
         extra["broker_memory"] = cfg.broker_memory
         extra["broker_memory_applied"] = ("not applied: only the docker launcher can cap a broker's memory "
                                           "(a local process has no cgroup of its own)")
+        if cfg.launcher == "auto":  # an explicit --launcher local was warned about before the run
+            print(f"testbed: warning: --broker-memory {cfg.broker_memory!r} is ignored with --launcher auto: no "
+                  "docker engine answers, and only the docker launcher can cap a broker's memory",
+                  file=sys.stderr, flush=True)
     lines = [f"testbed: {k.replace('_applied', '')}: {extra[k]}\n"
              for k in ("broker_cpus_applied", "broker_memory_applied") if k in extra]
     if log_path and lines:

@@ -10,21 +10,50 @@ Arrival processes (``--arrival``), all with mean rate ``--rate`` frames/s and a 
 - ``bursty``: bursts arrive as a Poisson process at rate/BURST_MEAN; a burst holds a geometric number of
   frames (mean BURST_MEAN) that are all due at the same instant, as frames pile up behind a stalled camera
   or a batch upload. Counts per window are far more dispersed than Poisson (index of dispersion ~15).
+
+Closed loop (``closed:K``, ``closed_window``) has no schedule: each stream keeps K frames in flight and
+stage A releases a new frame when one of its frames has finished at stage B (testbed/harness/loops.py,
+testbed/harness/completions.py); a frame's intended time is when stage A released it.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from testbed.errors import ConfigError
 from testbed.load.distributions import rng_for
 
 ARRIVALS = ("constant", "poisson", "bursty")
 BURST_MEAN = 8
+CLOSED = "closed"
+MAX_WINDOW = 100_000  # frames in flight per stream, at most
+
+
+def closed_window(arrival: str) -> int:
+    """K of ``closed:K`` (frames in flight per stream); 0 for the open-loop processes."""
+    head, _, k = str(arrival).partition(":")
+    if head.strip().lower() != CLOSED:
+        return 0
+    return int(k)
+
+
+def check_arrival(arrival) -> None:
+    """One ConfigError line unless ``arrival`` is an open-loop process or ``closed:K`` (K >= 1)."""
+    text = str(arrival)
+    if text in ARRIVALS:
+        return
+    head, colon, k = text.partition(":")
+    if head == CLOSED and colon and k.isdigit() and 1 <= int(k) <= MAX_WINDOW and k == str(int(k)):
+        return
+    raise ConfigError(f"--arrival {text!r} is not allowed: use {', '.join(ARRIVALS)} (open loop) or closed:K "
+                      f"(closed loop, K frames in flight per stream, a whole number from 1 to {MAX_WINDOW:,})")
 
 
 def schedule(arrival: str, rate: float, duration_s: float, seed: int) -> np.ndarray:
     """Intended send times of every frame, as int64 nanosecond offsets from the run's start, sorted."""
     if arrival not in ARRIVALS:
-        raise ValueError(f"unknown arrival process {arrival!r}")
+        why = " (closed loop has no schedule: frames are released as earlier ones finish)" \
+            if str(arrival).startswith(CLOSED + ":") else ""
+        raise ValueError(f"unknown arrival process {arrival!r}{why}")
     horizon = int(duration_s * 1e9)
     rng = rng_for(seed, "arrival")
     expected = rate * duration_s

@@ -26,8 +26,20 @@ BROKER_KEYS = ("broker", "broker_impl", "launcher", "broker_url", "broker_opt", 
 
 
 def broker_key(cfg: RunConfig) -> tuple:
-    """The broker settings of ``cfg`` as a comparable, hashable value."""
-    return tuple((k, _fmt(getattr(cfg, k, None))) for k in BROKER_KEYS)
+    """The broker settings of ``cfg`` as a comparable, hashable value. For a transport whose endpoint stage A
+    binds once per camera stream (``embedded.per_stream``) the number of streams is one of them:
+    the launcher made one URL per stream."""
+    key = tuple((k, _fmt(getattr(cfg, k, None))) for k in BROKER_KEYS)
+    emb = getattr(_spec(cfg.broker), "embedded", None)
+    return key + (("streams", cfg.streams),) if emb is not None and emb.per_stream else key
+
+
+def _spec(name: str):
+    import brokers
+    try:
+        return brokers.spec(name)
+    except Exception:  # noqa: BLE001 - an unknown broker fails where it is launched, with its own line
+        return None
 
 
 def _fmt(v):
@@ -90,8 +102,8 @@ class Campaign:
     def run(self, cfg: RunConfig, run_id: str | None = None, progress=None, hooks=()):
         """One run of ``cfg`` on the campaign's broker (``execute``'s RunResult; its errors propagate)."""
         from testbed.orchestration.execute import execute
-        if cfg.faults:  # a fault run kills and restarts its broker (and may proxy it): one of its own
-            self.reset()
+        if cfg.faults or cfg.hosts or cfg.ray_address:  # a fault run kills and restarts its broker (and may
+            self.reset()  # proxy it); a run over hosts starts it where --place says: one of its own
             return execute(cfg, progress=progress, run_id=run_id, hooks=hooks)
         handle = self.broker(cfg, progress)
         return execute(cfg, progress=progress, run_id=run_id, broker_handle=handle, hooks=hooks)

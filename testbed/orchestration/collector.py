@@ -1,5 +1,8 @@
 """The orchestrator's side of the stages' pipes: it keeps every record and counts what the progress line
-and the drain need (messages sent, finished, distinct messages finished, the backlog between them)."""
+and the drain need (messages sent, finished, distinct messages finished, the backlog between them).
+
+With several camera streams, stage A is several workers: ``done`` is set once every one of them has said it
+is done (their figures summed), and a message's seq says its stream (testbed/load/streams.py)."""
 from __future__ import annotations
 
 import multiprocessing.connection as mpc
@@ -13,14 +16,16 @@ from testbed.harness import records
 class Collector:
     """Reads the record pipes (one per worker slot) until each one closes."""
 
-    def __init__(self, conns, msg_dtype):
+    def __init__(self, conns, msg_dtype, streams: int = 1):
         self.msg_dtype = msg_dtype
+        self.streams = streams
         self.frames: list[np.ndarray] = []
         self.messages: list[np.ndarray] = []
         self.publishes: list[np.ndarray] = []  # stage A's publish-call records, joined into messages
         self.ready: dict[int, dict] = {}
         self.stopped: set[int] = set()
-        self.done: dict | None = None
+        self.done: dict | None = None       # every stream's stage A done: their figures together
+        self._done: dict[int, dict] = {}    # stream -> its stage A's done record
         self.errors: list[str] = []
         self.failed: list[dict] = []
         self.corrupt = 0
@@ -28,7 +33,8 @@ class Collector:
         self.sent = 0          # messages stage A reported (frame records)
         self.finished = 0      # message records from stage B (duplicates included)
         self.distinct = 0      # distinct seqs finished at least once
-        self.seq_top = 0       # highest seq finished + 1: stage A sent at least this many
+        self.seq_top = 0       # per stream, its highest seq finished + 1 (in its own count), summed: stage A
+        self._tops = np.zeros(streams, dtype=np.int64)  # sent at least this many
         self._seen = np.zeros(1024, dtype=bool)  # seq -> finished at least once
         self.open = dict(enumerate(conns))
 
@@ -83,7 +89,9 @@ class Collector:
         elif tag == records.READY:
             self.ready[idx] = body
         elif tag == records.DONE:
-            self.done = body
+            self._done[int(body.get("stream", 0))] = body
+            if len(self._done) >= self.streams:
+                self.done = _together(list(self._done.values()))
         elif tag == records.STOPPED:
             self.stopped.add(idx)
             self.corrupt += int(body.get("corrupt", 0))
@@ -98,11 +106,15 @@ class Collector:
     def _messages(self, body: np.ndarray) -> None:
         self.messages.append(body)
         self.finished += len(body)
-        seqs = np.unique(body["seq"])
+        seqs = np.unique(body["seq"]).astype(np.int64)
         if not len(seqs):
             return
         top = int(seqs[-1]) + 1
-        self.seq_top = max(self.seq_top, top)
+        if self.streams == 1:
+            self.seq_top = max(self.seq_top, top)
+        else:
+            np.maximum.at(self._tops, seqs % self.streams, seqs // self.streams + 1)
+            self.seq_top = int(self._tops.sum())
         if top > len(self._seen):
             grown = np.zeros(max(top, 2 * len(self._seen)), dtype=bool)
             grown[:len(self._seen)] = self._seen
@@ -119,4 +131,20 @@ class Collector:
 
     def messages_array(self) -> np.ndarray:
         m = np.concatenate(self.messages) if self.messages else np.zeros(0, self.msg_dtype)
-        return records.with_publish_calls(m, self.publishes)
+        return records.with_streams(records.with_publish_calls(m, self.publishes), self.streams)
+
+
+def _together(done: list[dict]) -> dict:
+    """Every stream's stage A done record as one: counts summed, publish errors merged by reason."""
+    if len(done) == 1:
+        return done[0]
+    out = {"frames": 0, "sent": 0, "reconnects": 0, "publish_errors": {}}
+    for d in done:
+        for k in ("frames", "sent", "reconnects"):
+            out[k] += int(d.get(k, 0))
+        for why, n in (d.get("publish_errors") or {}).items():
+            out["publish_errors"][why] = out["publish_errors"].get(why, 0) + int(n)
+    bins = [d["ack_bins"] for d in done if d.get("ack_bins") is not None]
+    if bins:  # when acknowledgements arrived, any stream's (testbed/analysis/availability.py)
+        out["ack_bins"] = sorted(set().union(*bins))
+    return out

@@ -21,6 +21,12 @@ Ctrl-C (SIGINT) or SIGTERM: every stage is stopped, what was measured so far is 
 error: one line, partial results written.
 
 ``hooks`` act on a run while it runs (a fault schedule): see ``RunHook``.
+
+Over hosts (``--hosts FILE`` / ``--ray-address``, testbed/hosts/runs.py): the hosts are opened first
+(and closed last), the broker and the stages start where ``--place`` puts them, every host's clock is
+sampled at the start, every few seconds and at the end, and every record is converted onto this
+process's clock before metrics; a host whose Ray node dies ends the run naming it (complete=false).
+Without them nothing of this is imported.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ from testbed.config import RunConfig
 from testbed.errors import ConfigError, StageError, TestbedError
 from testbed.harness import records
 from testbed.launchers import launch
+from testbed.load import closed_window, stream_rate, stream_seed, total_rate
 from testbed.orchestration.collector import Collector
 from testbed.orchestration.environment import PACKAGES, environment  # noqa: F401 (re-exported)
 from testbed.orchestration.stages import STOP_TIMEOUT_S, Stages
@@ -84,6 +91,7 @@ class RunState:
     error: str = ""
     options: dict | None = None    # the adapter's resolved options
     faults: object = None          # the FaultHook of a run with faults (testbed/faults/hook.py)
+    hosts: object = None           # the HostsRun of a run over hosts (testbed/hosts/runs.py)
 
 
 class RunHook:
@@ -95,7 +103,7 @@ class RunHook:
     the orchestrator's loop, at least every 100 ms during load and drain; ``on_stop(run)`` before the
     stages are stopped, also on errors and Ctrl-C (to undo what the hook did: resume a paused broker).
     A hook reaches the run's parts through ``run.handle`` (the broker), ``run.kill_replica`` and
-    ``run.restart_replica`` (stage B replicas).
+    ``run.restart_replica`` (stage B replicas), ``run.partition_host`` and ``run.heal_host`` (simulated hosts).
     """
 
     def on_start(self, run: "Run") -> None:
@@ -147,6 +155,7 @@ class Run:
         self.admin = None
         self.stages: Stages | None = None
         self.collector: Collector | None = None
+        self.hosts = None              # HostsRun (testbed/hosts/runs.py) of a run over hosts
         self.topic = f"tb-{self.run_id}"
         self.created_dir = not os.path.exists(cfg.out or os.path.join("results", self.run_id))
         run_dir = prepare_run_dir(cfg, self.run_id)
@@ -165,6 +174,9 @@ class Run:
             self.hooks.append(self.state.faults)
             if self.given_handle is None:
                 self.ports_hook = self.state.faults.ports_hook()
+        if cfg.broker_nodes > 1:  # a cluster: its leader sampled once a second (leaders.py)
+            from testbed.orchestration.leaders import LeaderWatch
+            self.hooks.append(LeaderWatch())
 
     # -- the whole run --------------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -175,6 +187,7 @@ class Run:
             try:
                 with contextlib.ExitStack() as stack:
                     try:
+                        self.open_hosts(stack)
                         self.start_broker(stack)
                         for h in self.hooks:
                             _call(h, "on_broker", self, stack)
@@ -209,13 +222,26 @@ class Run:
         return result
 
     # -- phases -----------------------------------------------------------------------------------------
+    def open_hosts(self, stack: contextlib.ExitStack) -> None:
+        """A run over hosts: the cluster, opened before anything else and closed after everything."""
+        if not (self.cfg.hosts or self.cfg.ray_address):
+            return
+        from testbed.hosts.runs import HostsRun
+        self.hosts = self.state.hosts = HostsRun.open(self.cfg, say=self.progress)
+        stack.callback(self.hosts.close)
+        _raise_on_sigterm()  # Ray's driver installs a SIGTERM handler of its own (it exits at once)
+        if self.state.faults is not None:  # the proxy in front of the broker, reachable from the hosts
+            self.state.faults.broker_host = self.hosts.broker_address()
+            self.state.faults.listen_host = self.hosts.address
+
     def start_broker(self, stack: contextlib.ExitStack) -> None:
         """The broker: the caller's (a campaign's), or one launched here and stopped at the end."""
         if self.handle is None:
             from testbed.launchers.base import PORTS_HOOK
             token = PORTS_HOOK.set(self.ports_hook) if self.ports_hook is not None else None
             try:
-                self.handle = launch(self.cfg, self.run_id, self.state.run_dir)
+                where = {"place": self.hosts} if self.hosts is not None else {}  # over hosts: where things go
+                self.handle = launch(self.cfg, self.run_id, self.state.run_dir, **where)
             finally:
                 if token is not None:
                     PORTS_HOOK.reset(token)
@@ -226,12 +252,15 @@ class Run:
         self.admin = brokers.get(self.cfg.broker)(self.handle.endpoint)
         stack.callback(self._close_admin)
         self.admin.connect(self.cfg.connect_timeout)
-        self.admin.ensure_topic(self.topic, max(1, self.cfg.replicas))
+        self.admin.ensure_topic(self.topic, partitions(self.cfg))
         stack.callback(self._delete_topic)
 
     def start_stages(self, stack: contextlib.ExitStack) -> None:
-        self.stages = Stages(self.cfg, self.stage_endpoint or self.handle.endpoint, self.topic)
-        self.collector = Collector(self.stages.conns, self.msg_dtype)
+        h = self.hosts
+        self.stages = Stages(self.cfg, self.stage_endpoint or self.handle.endpoint, self.topic,
+                             workers=h.workers(self.cfg) if h is not None else None,
+                             cluster=h.cluster if h is not None else None, log_dir=self.state.run_dir)
+        self.collector = Collector(self.stages.conns, self.msg_dtype, self.cfg.streams)
         self.state.collector = self.collector
         stack.callback(self.stop)
         self.stages.start()
@@ -249,6 +278,8 @@ class Run:
     def load(self) -> bool:
         """Start the clock; run the load for ``--duration``. True when every message is already done."""
         s = self.state
+        if self.hosts is not None:
+            self.hosts.start_clocks()
         s.t0 = time.monotonic_ns() + START_DELAY_NS
         self.stages.t0.value = s.t0
         self.stages.start_evt.set()
@@ -278,6 +309,8 @@ class Run:
                     break
             st.stop()
             col.poll(0)
+            if self.hosts is not None:
+                self.hosts.stop_clocks()  # the last sample, after the last record
 
     def collect(self, interrupted: bool) -> None:
         """The run's verdict: its first error, whether it is complete, the adapter's options."""
@@ -300,11 +333,18 @@ class Run:
         slot, conn = self.stages.restart_replica(replica)
         self.collector.replace(slot, conn)
 
+    def partition_host(self, name: str) -> None:
+        """Cut simulated host ``name`` off: its link down (``partition-host``)."""
+        self.hosts.partition(name)
+
+    def heal_host(self, name: str) -> None:
+        self.hosts.heal(name)
+
     # -- helpers ----------------------------------------------------------------------------------------
     def _pump(self, until_ns: int) -> bool:
         """Read records, tick the progress line and the hooks until ``until_ns``; True when every message
         stage A sent is finished."""
-        col, s = self.collector, self.state
+        col = self.collector
         while True:
             now = time.monotonic_ns()
             col.poll(max(0.0, min(self._next_tick - now, POLL_MAX_NS) / 1e9))
@@ -327,7 +367,7 @@ class Run:
             with contextlib.suppress(Exception):
                 self.admin.close()
                 self.admin.connect(min(2.0, self.cfg.connect_timeout))
-                self.admin.ensure_topic(self.topic, max(1, self.cfg.replicas))
+                self.admin.ensure_topic(self.topic, partitions(self.cfg))
         s.samples[sec] = {} if self.broker_faulted else _sample(self.handle, self.admin, self.topic)
         if self.progress:
             phase = "load" if now < s.t0 + int(self.cfg.duration * 1e9) else "drain"
@@ -338,6 +378,11 @@ class Run:
 
     def _check(self) -> None:
         col, st = self.collector, self.stages
+        if self.hosts is not None:
+            self.hosts.check()  # HostDown naming a host whose Ray node died
+            if col.errors or st.unexpectedly_dead(col.stopped):
+                from testbed.hosts.runs import HOST_SETTLE_S
+                self.hosts.check(HOST_SETTLE_S)  # a dead host is the cause to name, if that is what it was
         if col.errors:
             first = col.errors[0]
             raise StageError(first.splitlines()[0] + ("" if "\n" not in first else " (traceback in run.json)"))
@@ -401,6 +446,10 @@ def _write(s: RunState) -> RunResult:
     cfg, col = s.cfg, s.collector
     frames = col.frames_array() if col else np.zeros(0, records.FRAME_DTYPE)
     messages = col.messages_array() if col else np.zeros(0, records.message_dtype(s.a_steps, s.b_steps))
+    done = (col.done or {}) if col else {}
+    if s.hosts is not None:  # every timestamp onto this process's clock, before anything reads it
+        frames, messages = s.hosts.convert(frames, messages)
+        done = s.hosts.convert_done(done, getattr(col, "_done", {}) if col else {})
     data = RunData(cfg, s.t0 or time.monotonic_ns(), frames, messages, s.a_steps, s.b_steps, s.samples,
                    col.failed if col else [], col.corrupt if col else 0, s.end_ns or time.monotonic_ns(),
                    publishes=col.publishes_array() if col else None,
@@ -413,11 +462,15 @@ def _write(s: RunState) -> RunResult:
         summary.update(fault_summary)
     env = environment()
     ep = s.handle.endpoint if s.handle is not None else None
+    from testbed.analysis.availability import cluster_columns  # broker_nodes, replication, leader_changes, ...
+    summary.update(cluster_columns(data, ep.extra if ep else None, done))
+    summary.update(s.hosts.columns(messages) if s.hosts is not None else {"hosts": "", "clock_uncertainty_us": ""})
     row = {
         "run_id": s.run_id, "complete": s.complete, "broker": cfg.broker,
         "broker_impl": ep.impl if ep else "", "launcher": ep.launcher if ep else cfg.launcher,
         "pipeline": cfg.pipeline, "machine": env["machine"], "arrival": cfg.arrival,
-        "offered_rate": cfg.rate, "producer_rate": cfg.producer_rate, "consumer_rate": cfg.consumer_rate,
+        "offered_rate": total_rate(cfg), "streams": cfg.streams, "producer_rate": cfg.producer_rate,
+        "consumer_rate": cfg.consumer_rate,
         "fanout": cfg.fanout, "fanout_mean": cfg.fanout_dist.mean, "replicas": cfg.replicas,
         "batch_max": cfg.batch_max, "batch_wait_ms": cfg.batch_wait_ms, "service_dist": cfg.service_dist,
         "service_mode": cfg.service_mode, "message_bytes": cfg.message_bytes, "duration_s": cfg.duration,
@@ -432,9 +485,9 @@ def _write(s: RunState) -> RunResult:
         report.write_csv(os.path.join(run_dir, "faults.csv"), fault_rows, FAULT_COLUMNS)
     if not cfg.no_trace and s.t0:
         report.write_messages(os.path.join(run_dir, "messages.csv"), messages, acc.first, frames,
-                              acc.lost_seqs, s.t0)
-    stage_info = {v.get("role") + (f"-{v['replica']}" if "replica" in v else ""): v for v in col.ready.values()} \
-        if col else {}
+                              acc.lost_seqs, s.t0, cfg.streams)
+    stage_info = {v.get("role") + (f"-{v['replica']}" if "replica" in v else f"-{v['stream']}" if "stream" in v
+                                   else ""): v for v in col.ready.values()} if col else {}
     meta = {
         "run_id": s.run_id, "complete": s.complete, "error": s.error, "errors": col.errors if col else [],
         "started": s.started_wall, "config": cfg.to_dict(), "seed": cfg.seed,
@@ -442,15 +495,38 @@ def _write(s: RunState) -> RunResult:
                    "url": ep.url if ep else "",
                    "options": s.options if s.options is not None else brokers_options(cfg),
                    "launch": ep.extra if ep else {}},
-        "stages": stage_info, "failed_frames": col.failed[:1000] if col else [],
+        "stages": stage_info, "load": load_info(cfg), "failed_frames": col.failed[:1000] if col else [],
         "delivery": cfg.delivery or "broker default",
         "faults": {**s.faults.info(), "publish_errors": data.publish_errors,
                    "stage_a_reconnects": (col.done or {}).get("reconnects", 0) if col else 0,
                    "stage_b": col.survived if col else {}} if s.faults is not None else None,
+        "hosts": s.hosts.info(messages) if s.hosts is not None else None,
         "environment": env,
     }
     report.write_json(os.path.join(run_dir, "run.json"), meta)
     return RunResult(s.run_id, run_dir, row, s.complete)
+
+
+def partitions(cfg: RunConfig) -> int:
+    """Partitions of the run's topic (where a broker has them): at least one per consumer, and one per
+    camera stream (a broker that keys a stream's messages puts each stream on a partition of its own)."""
+    return max(1, cfg.replicas, cfg.streams)
+
+
+def load_info(cfg: RunConfig) -> dict:
+    """run.json's ``load``: open or closed loop, the streams, each stream's rate and seed."""
+    window = closed_window(cfg.arrival)
+    out = {"loop": "closed" if window else "open", "arrival": cfg.arrival, "streams": cfg.streams,
+           "stream_seeds": [stream_seed(cfg.seed, s) for s in range(cfg.streams)]}
+    if window:
+        out["frames_in_flight_per_stream"] = window
+        out["note"] = ("closed loop: a frame is released when one of its stream's frames has finished, and its "
+                       "latency counts from that release; no coordinated-omission correction applies "
+                       "(docs/validation.md, closed loop)")
+    else:
+        out["offered_rate"] = total_rate(cfg)
+        out["stream_rate"] = stream_rate(cfg)
+    return out
 
 
 def brokers_options(cfg: RunConfig) -> dict:

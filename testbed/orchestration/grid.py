@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import yaml
 
 import brokers
+from testbed import broker_flags
 from testbed.config import FIELDS, RunConfig, validate
 from testbed.errors import ConfigError
 from testbed.orchestration.campaign import BROKER_KEYS, broker_key
@@ -89,6 +90,8 @@ class Sweep:
     fixed: dict
     lines: dict = field(default_factory=dict)
     points: list = field(default_factory=list)
+    #: one line per flag some points ignore (testbed/broker_flags.py), each once
+    ignored: list = field(default_factory=list)
 
 
 class _Where:
@@ -381,6 +384,7 @@ def expand(sweep: Sweep, where: _Where) -> list[Point]:
                     raise ConfigError(f"--{k.replace('_', '-')} {values[k]:g} is not allowed: a number > 0")
             cfg = build_config(values)
             validate(cfg)
+            sweep.ignored += [line for line in broker_flags.ignored(cfg) if line not in sweep.ignored]
         except ConfigError as exc:
             msg = str(exc)
             m = re.match(r"--([a-z-]+)", msg)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from testbed.analysis import report
 from testbed.config import RunConfig
 from testbed.errors import ConfigError, TestbedError
+from testbed.load import closed_window
 from testbed.orchestration.campaign import Campaign
 
 DEFAULT_SLO_MS = 50.0
@@ -73,6 +74,14 @@ class Outcome:
     twin_guess: float | None = None  # the twin's predicted answer, when the search was bracketed from it
 
 
+def check_open_loop(cfg: RunConfig) -> None:
+    """The search varies the offered rate: a closed-loop run has none (one line, exit 2)."""
+    if closed_window(cfg.arrival):
+        raise ConfigError(f"--find-max-rate with --arrival {cfg.arrival} is not allowed: the search varies the "
+                          "offered --rate and a closed-loop run has none (a frame starts when one finishes); "
+                          "use an open-loop --arrival, or compare closed-loop runs with K frames in flight")
+
+
 def verdict(summary: dict, slo_ms: float) -> tuple[bool, str]:
     p99 = summary.get("e2e_p99_ms")
     if not summary.get("complete"):
@@ -90,13 +99,15 @@ def find(cfg: RunConfig, search: Search, out: str, live=None, twin_guess: float 
     """Run the search; every probe writes a run folder under ``out``; maxrate.csv lists them. With
     ``twin_guess`` (the twin's predicted answer, ``twin_max_rate``) the first probes bracket it."""
     search.check()
+    check_open_loop(cfg)
     os.makedirs(out, exist_ok=True)
     probes: list[dict] = []
     with Campaign(os.path.join(out, BROKER_LOGS), "maxrate") as camp:
 
         def probe(rate: float) -> bool:
             n = len(probes) + 1
-            pcfg = dataclasses.replace(cfg, rate=round(rate, 3), broker_opt=dict(cfg.broker_opt))
+            # the rate searched is the total over the camera streams (split over them, as --rate is)
+            pcfg = dataclasses.replace(cfg, rate=round(rate, 3), rate_per_stream=0.0, broker_opt=dict(cfg.broker_opt))
             pcfg.out = os.path.join(out, f"probe-{n:02d}-rate{pcfg.rate:g}")
             if live:
                 live.start_run(f"probe {n}: {pcfg.rate:g} frames/s", pcfg.duration + pcfg.drain)
@@ -244,6 +255,7 @@ def main_branch(cfg: RunConfig, search: Search, quiet: bool, use_twin: str = "")
 
     from testbed.orchestration.live import LiveRuns
     search.check()
+    check_open_loop(cfg)
     guess = twin_max_rate(cfg, search, use_twin) if use_twin else None
     out = default_out(cfg)
     if os.path.exists(os.path.join(out, "maxrate.csv")):

@@ -37,6 +37,7 @@ import time
 from testbed.orchestration import grid
 from testbed.orchestration.campaign import Campaign
 from testbed.analysis import report
+from testbed.cli import OneLineParser
 from testbed.errors import ConfigError, TestbedError
 
 ASIDE = "_incomplete"
@@ -165,13 +166,9 @@ def _pairs(items: list[str]) -> dict:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m testbed.sweep",
+    p = OneLineParser(prog="python -m testbed.sweep",
                 description="Run every point of an experiment grid (experiments/*.yaml), resumably.",
                 epilog="Exit codes: 0 all complete; 1 some run failed; 2 bad input; 130 interrupted.")
     p.add_argument("file", help="experiment file (YAML): grid, fixed, repetitions")
@@ -192,6 +189,8 @@ def main(argv=None) -> int:
         if args.brokers is not None and not only:
             raise ConfigError("--brokers '' is not allowed: name at least one broker")
         sweep = grid.load(args.file, only, _pairs(args.set))
+        for line in sweep.ignored:
+            print(line, file=sys.stderr)
         if args.dry_run:
             for p in sweep.points:
                 print(f"{p.name}  ({p.label()}; consumer_rate {p.cfg.consumer_rate:g} msg/s)")

@@ -1,5 +1,5 @@
-"""What the twin's three commands share: a parser whose usage errors are one line, the run flags
-(those of ``testbed.run``) resolved into a RunConfig, tables, and JSON keyed like summary.csv."""
+"""What the twin's three commands share: the run flags (those of ``testbed.run``) resolved into a
+RunConfig, tables, and JSON keyed like summary.csv."""
 from __future__ import annotations
 
 import argparse
@@ -13,12 +13,6 @@ from testbed.twin.predict import Prediction
 SHOWN = ("e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "frame_p99_ms", "queue_p99_ms", "hop_p50_ms",
          "throughput_out", "backlog_growth", "stable")
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def positive_int(text: str) -> int:
@@ -123,4 +117,4 @@ def fail(prog: str, exc: Exception) -> int:
     return getattr(exc, "exit_code", 1)
 
 
-__all__ = ["OneLineParser", "ConfigError"]
+__all__ = ["ConfigError"]
