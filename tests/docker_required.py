@@ -51,3 +51,18 @@ def our_containers(pid: int | None = None, all_owners: bool = False) -> list:
         return found
     owner = str(pid or os.getpid())
     return [c for c in found if (c.labels or {}).get("testbed.owner_pid") == owner]
+
+
+class DockerLaunched:
+    """A conformance class on the docker launcher: the engine is there (or the class skips; fails in CI),
+    and after the class no container of this test process is left."""
+    launcher = "docker"
+
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def _engine_and_no_leftovers(cls):
+        engine_or_skip()
+        yield
+        left = [c.name for c in our_containers()]
+        assert not left, f"containers left after the class: {left}"
+

@@ -48,6 +48,8 @@ from brokers.base import Broker, Delivery, Endpoint, Option, not_reachable
 from brokers.zeromq.spec import SPEC
 from testbed.errors import BrokerError
 
+_SNDMORE = zmq.SNDMORE
+
 
 class ZeroMQBroker(Broker):
     spec = SPEC
@@ -73,6 +75,7 @@ class ZeroMQBroker(Broker):
         self._peers = 0
         self._spin_ns = 0
         self._pump = None
+        self._copy_min = self.options["copy_threshold"]  # payloads this big go without a copy
 
     def connect(self, timeout_s: float = 10.0) -> None:
         self._ctx = zmq.Context.instance()
@@ -110,10 +113,10 @@ class ZeroMQBroker(Broker):
                     self._peers -= 1
 
     def publish(self, topic: str, header: bytes, payload) -> None:
-        sock = self._sock or self._producer_socket()
-        big = memoryview(payload).nbytes >= self.options["copy_threshold"]
-        sock.send(header, zmq.SNDMORE)
-        sock.send(payload, copy=not big)
+        send = (self._sock or self._producer_socket()).send
+        nbytes = len(payload) if payload.__class__ is bytes else memoryview(payload).nbytes
+        send(header, _SNDMORE)
+        send(payload, copy=nbytes < self._copy_min)
 
     def subscribe(self, topic: str, group: str, consumer_name: str) -> None:
         sock = self._ctx.socket(zmq.PULL)

@@ -309,9 +309,11 @@ class _StageA:
         a = self
         process = self.stage.process
         topic, stream, streams, survive = self.topic, self.stream, self.streams, self.survive
-        add_call, add_frame = self.prep.add, self.rep.add
+        add_call = self.prep.add
         rep, prep, reasons, again = self.rep, self.prep, self.reasons, self.again
-        frame_rows, limit = rep.rows, rep.max_rows * rep.width
+        # the records' buffers, packed in place (records.FlatReporter): one C call per row, no call layer
+        pack_call, call_buf, call_at, call_end, call_size = prep.pack_into, prep.buf, prep.at, prep.end, prep.size
+        pack_frame, frame_buf, frame_at, limit, frame_size = rep.pack_into, rep.buf, rep.at, rep.end, rep.size
         interval = rep.interval_ns
         ACKED, SENT, FAILED, NOT_SENT = records.ACKED, records.SENT, records.PUBLISH_FAILED, records.NOT_SENT
         # the client and its bound calls (made again after a reconnect): broker, own, publish, publish_env, ok
@@ -386,24 +388,34 @@ class _StageA:
                         i += 1
                         continue
                     c1 = now_ns()
-                    calls += c1 - c0
-                    add_call((seq, c1 - c0, ok))
+                    c1 -= c0
+                    calls += c1
+                    o = call_at[0]
+                    if o >= call_end:
+                        prep.flush(c0)
+                        o = call_at[0]
+                    pack_call(call_buf, o, seq, c1, ok)
+                    call_at[0] = o + call_size
                     seq += streams
                     i += 1
                 k += n
                 a.k = k
             pub = now_ns()
-            if res.failed:
-                rep.send_json(records.FAILED, {"frame_id": fid, "reason": res.failed}
-                              if streams == 1 else {"frame_id": fid, "stream": stream, "reason": res.failed})
-            if pub >= next_flush or len(frame_rows) >= limit:  # ship records every 50 ms (or 4096 rows)
+            failed = res.failed
+            if failed:
+                rep.send_json(records.FAILED, {"frame_id": fid, "reason": failed}
+                              if streams == 1 else {"frame_id": fid, "stream": stream, "reason": failed})
+            o = frame_at[0]
+            if pub >= next_flush or o >= limit:  # ship records every 50 ms (or 4096 frames)
                 rep.flush(pub)
                 prep.flush(pub)
                 next_flush = pub + interval
+                o = frame_at[0]
             # bookkeeping: the loop's time outside the stage's work and the publish calls (and, when the frame
             # is late so nothing waits, the loop's top)
-            add_frame((fid, seq0, n, 1 if res.failed else 0, intended, start, end, pub,
-                       now_ns() - end - calls + (start - top if late else 0), stream))
+            pack_frame(frame_buf, o, fid, seq0, n, 1 if failed else 0, intended, start, end, pub,
+                       now_ns() - end - calls + (start - top if late else 0), stream)
+            frame_at[0] = o + frame_size
             a.frames += 1
             return n
         return frame

@@ -6,24 +6,14 @@ official image if present, else the local image (built by make setup). Skips whe
 had; fails instead under ``TESTBED_REQUIRE_DOCKER=1`` (CI). After each class, no container of this test
 process is left.
 """
-import pytest
-
 import brokers
 from tests.conformance.suite import BrokerConformance, cases, class_name
-from tests.docker_required import engine_or_skip, our_containers
+from tests import docker_required
 from testbed.launchers import images as docker_images
 
 
-class DockerLaunched:
-    launcher = "docker"
-
-    @pytest.fixture(scope="class", autouse=True)
-    @classmethod
-    def _engine_and_no_leftovers(cls):
-        engine_or_skip()
-        yield
-        left = [c.name for c in our_containers()]
-        assert not left, f"containers left after the class: {left}"
+class DockerLaunched(docker_required.DockerLaunched):
+    """See tests/docker_required.py: the engine, and no container left after the class."""
 
     def test_runs_in_a_labelled_container(self, endpoint):
         """The broker answering is the container the launcher started, with the table's image."""

@@ -11,25 +11,15 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
-
 import brokers
 from tests.conformance.base import BrokerCase
 from tests.conformance.suite import BrokerConformance, class_name
 from tests.conformance.test_clusters import NODES, ClusterCase
-from tests.docker_required import engine_or_skip, our_containers
+from tests import docker_required
 
 
-class DockerCluster:
-    launcher = "docker"
-
-    @pytest.fixture(scope="class", autouse=True)
-    @classmethod
-    def _engine_and_no_leftovers(cls):
-        engine_or_skip()
-        yield
-        left = [c.name for c in our_containers()]
-        assert not left, f"containers left after the class: {left}"
+class DockerCluster(docker_required.DockerLaunched):
+    """See tests/docker_required.py: the engine, and no container left after the class."""
 
     def test_every_member_is_a_labelled_container(self, _server):
         from testbed.launchers import engine as docker_engine
