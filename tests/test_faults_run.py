@@ -46,7 +46,9 @@ def actions(meta):
 
 @needs_redis
 def test_bounce_at_least_once_loses_nothing_acknowledged(tmp_path):
-    r, meta, faults, ts = run(tmp_path, "bounce", delivery="at-least-once", faults=["bounce-broker@2s:1s"])
+    # stage B 10 ms a message (rho 0.4): messages are in flight at the 100 ms steps the backlog is read at
+    r, meta, faults, ts = run(tmp_path, "bounce", delivery="at-least-once", consumer_rate=100.0,
+                              faults=["bounce-broker@2s:1s"])
     s = r.summary
     assert r.complete and s["delivery"] == "at-least-once"
     assert actions(meta) == [("broker", "kill", ""), ("broker", "restart", "")]

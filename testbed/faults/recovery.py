@@ -141,10 +141,8 @@ def fault_figures(d, ts: list[dict], windows: list[dict], acc) -> tuple[list[dic
 
 def _published_times(d, acc) -> np.ndarray:
     """Sorted publish times (ns) of the messages stage A did publish (not those it failed to)."""
-    from testbed.analysis.metrics import publish_status
-    from testbed.harness.records import NOT_SENT, PUBLISH_FAILED
-    from testbed.analysis.metrics import sent_seqs
-    from testbed.harness.records import frame_of
+    from testbed.analysis.metrics import publish_status, sent_seqs
+    from testbed.harness.records import NOT_SENT, PUBLISH_FAILED, frame_of
     f = d.frames
     if not len(f):
         return np.zeros(0, dtype=np.int64)
@@ -158,11 +156,10 @@ def _published_times(d, acc) -> np.ndarray:
 def _lost_acked_between(d, acc, start: int, end: int) -> int:
     """Lost messages the broker acknowledged whose frame was published in [start, end)."""
     from testbed.analysis.metrics import publish_status
-    from testbed.harness.records import ACKED
+    from testbed.harness.records import ACKED, frame_of
     f = d.frames
     if not len(acc.lost_seqs) or not len(f):
         return 0
-    from testbed.harness.records import frame_of
     status = publish_status(d.publishes, max(acc.seq_top, acc.sent))
     lost = acc.lost_seqs[status[acc.lost_seqs] == ACKED]
     if not len(lost):
