@@ -60,6 +60,16 @@ def test_recovery_backlog_and_dip_of_an_outage():
     assert [t["fault"] for t in ts][2:5] == ["", "bounce-broker@3s:1s", ""]  # timeseries marks its second
 
 
+def test_backlog_peak_counts_a_message_in_flight_between_grid_steps():
+    """No outage: each message is in flight for 10 ms of every 100 ms. A fault starting 50 ms after a
+    publish would read 0 on a 100 ms grid at every step; the peak is read at each publish: 1."""
+    d = made_up(outage=(20.0, 20.0))
+    summary, ts, acc = summarize(d)
+    (r,), s = fault_figures(d, ts, [dict(BOUNCE, fault="bounce-broker@3.05s:1s", start_s=3.05, end_s=4.05)], acc)
+    assert r["backlog_peak"] == 1 and s["fault_backlog_peak"] == 1
+    assert r["throughput_dip"] == 0.0 and r["recovered"]
+
+
 def test_lost_acked_and_unacked_split_and_never_recovered():
     d = made_up(outage=(8.0, 9.5), backlog_drain_s=3.0, lost_acked=(40, 41), unsent=(50,))
     summary, ts, acc = summarize(d)

@@ -46,7 +46,7 @@ def actions(meta):
 
 @needs_redis
 def test_bounce_at_least_once_loses_nothing_acknowledged(tmp_path):
-    # stage B 10 ms a message (rho 0.4): messages are in flight at the 100 ms steps the backlog is read at
+    # stage B 10 ms a message (rho 0.4): a backlog builds while the broker is down and stage B reconnects
     r, meta, faults, ts = run(tmp_path, "bounce", delivery="at-least-once", consumer_rate=100.0,
                               faults=["bounce-broker@2s:1s"])
     s = r.summary
