@@ -221,6 +221,25 @@ def rows5(root: str) -> str:
                   "hop p50 ms", "hop p99 ms", "out msg/s", "stage B busy"], lines)
 
 
+REPLICATED = {"redis": "primary + 2 replicas, Sentinel, WAIT 1", "kafka": "3 KRaft nodes, RF 3, min ISR 2"}
+
+
+def rows5_replicated(root: str) -> str:
+    """Row 5's loads with the study's pair replicated (``--broker-nodes 3``, at-least-once): its own sweep."""
+    g = grouped(os.path.join(root, "brokers_replicated"))
+    lines = []
+    for broker in ("redis", "kafka"):
+        for rate in (1.0, 5.0):
+            rs = pick(g, broker=broker, rate=rate)
+            lines.append([broker, REPLICATED[broker], f"{rate:g} frame/s" if rate == 1 else f"{rate:g} frames/s",
+                          STUDY_P99.get((broker, rate), "-"), n_runs(rs), cell(rs, col("e2e_p99_ms"), "{:.0f}"),
+                          cell(rs, col("queue_p50_ms")), cell(rs, col("queue_p99_ms"), "{:.0f}"),
+                          cell(rs, col("hop_p50_ms"), "{:.2f}"), cell(rs, col("hop_p99_ms")),
+                          cell(rs, col("throughput_out"), "{:.2f}"), cell(rs, col("rho_measured"), "{:.2f}")])
+    return table(["broker", "cluster", "load", "study e2e p99", "runs", "here: e2e p99 ms", "queue p50 ms",
+                  "queue p99 ms", "hop p50 ms", "hop p99 ms", "out msg/s", "stage B busy"], lines)
+
+
 KNOBS = {
     "knobs_kafka": ("kafka", "linger.ms, fetch.wait.max.ms", "default (5, 500)",
                     [{"linger.ms": "0"}, {"linger.ms": "0", "fetch.wait.max.ms": "10"}]),
@@ -257,10 +276,13 @@ def rows6(root: str) -> str:
                   "hop p50 / p99 ms (1 frame/s ; 5 frames/s)", "stage B busy at 5 frames/s"], lines)
 
 
-ROWS = {"row1": row1, "row2": row2, "row3": row3, "row4": row4, "row5": rows5, "row6": rows6}
+ROWS = {"row1": row1, "row2": row2, "row3": row3, "row4": row4, "row5": rows5, "row5_replicated": rows5_replicated,
+        "row6": rows6}
 TITLES = {"row1": "1. non-DNN share by size and backend", "row2": "2. throughput impact of preprocessing",
           "row3": "3. models above 10 GFLOPs", "row4": "4. pipelined against a naive server",
-          "row5": "5. the broker between the two DNNs", "row6": "6. each broker's latency knob"}
+          "row5": "5. the broker between the two DNNs",
+          "row5_replicated": "5. the broker between the two DNNs, Kafka and Redis replicated",
+          "row6": "6. each broker's latency knob"}
 
 
 def update(page: str, root: str) -> str:

@@ -82,3 +82,22 @@ def test_a_knob_run_is_found_by_the_options_it_ran_with(tmp_path):
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if "| block_ms 1 |" in ln]
     assert line and "| 1 / not run | 700 / - | 2.10 / 7.5 ; - / - |" in line[0], r.stdout
+
+
+def test_the_replicated_pair_comes_from_its_own_sweep(tmp_path):
+    """Row 5 replicated reads brokers_replicated/ only: a single-node run of row 5 is not mixed in."""
+    common = dict(queue_p50_ms=400, queue_p99_ms=2000, throughput_out=20, rho_measured=0.85)
+    for rep, p99 in enumerate([2500, 2700], 1):
+        fake_run(tmp_path / "brokers_replicated", f"kafka-r5-rep{rep}",
+                 {"broker": "kafka", "rate": 5.0, "broker_nodes": 3, "repetition": rep},
+                 e2e_p99_ms=p99, hop_p50_ms=0.2, hop_p99_ms=19, **common)
+    fake_run(tmp_path / "brokers", "kafka-r5-rep1", {"broker": "kafka", "rate": 5.0, "repetition": 1},
+             e2e_p99_ms=9999, hop_p50_ms=9, hop_p99_ms=99, **common)
+    r = subprocess.run([sys.executable, SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    part = r.stdout.split("Kafka and Redis replicated", 1)[1].split("\n## ", 1)[0]
+    kafka = [ln for ln in part.splitlines() if ln.startswith("| kafka | 3 KRaft nodes")]
+    assert kafka[1] == ("| kafka | 3 KRaft nodes, RF 3, min ISR 2 | 5 frames/s | 55 ms | 2 | 2600 (2500-2700) | 400.0 | "
+                        "2000 | 0.20 | 19.0 | 20.00 | 0.85 |"), part
+    assert kafka[0].startswith("| kafka | 3 KRaft nodes, RF 3, min ISR 2 | 1 frame/s | - | not run |")
+    assert "| redis | primary + 2 replicas, Sentinel, WAIT 1 | 5 frames/s | 38 ms | not run |" in part

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextvars
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,8 +35,35 @@ def advertised_ports(ports: dict[str, int]) -> dict[str, int]:
     return dict(hook(ports)) if hook is not None else {}
 
 
+#: listening ports are picked from here up to just below the kernel's ephemeral range
+LISTEN_PORTS_FROM = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (the broker binds it a moment later)."""
+    """A TCP port free on ``host`` now (the broker binds it a moment later).
+
+    Picked below the kernel's ephemeral range, so that no outgoing connection made in between (a
+    cluster's nodes connect to each other for seconds before the last member binds its ports) can be
+    given it: a port the kernel hands out itself (bind to 0) is one of those, and a RabbitMQ cluster's
+    member once failed to start with ``eaddrinuse`` that way."""
+    top = _ephemeral_low()
+    if top - LISTEN_PORTS_FROM >= 1000:
+        for _ in range(200):
+            port = secrets.randbelow(top - LISTEN_PORTS_FROM) + LISTEN_PORTS_FROM
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
