@@ -52,7 +52,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     Picked below the kernel's ephemeral range, so that no outgoing connection made in between (a
     cluster's nodes connect to each other for seconds before the last member binds its ports) can be
-    given it: a port the kernel hands out itself (bind to 0) is one of those, and a RabbitMQ cluster's
+    given it: a port the kernel hands out itself (bind to 0) is one of those, and a broker cluster's
     member once failed to start with ``eaddrinuse`` that way."""
     top = _ephemeral_low()
     if top - LISTEN_PORTS_FROM >= 1000:
