@@ -4,11 +4,11 @@ One set of four hosts for the module, brought up once with ``python -m testbed.h
 it): cam (+1000 s), cam2 (+42.25 s, a 50 Mbit/s link), mq (0), gpu1 (-37.5 s). Stage A on cam, the broker
 on mq, stage B on gpu1, for zeromq, redis and Apache Kafka: nothing lost, each host's estimated offset
 within its stated uncertainty of the configured one, no negative latency, and e2e p50 within 10% + 0.5 ms
-of the same seed on one host; 150 KB messages to the 50 Mbit/s host: hop p50 rises by
-at least the serialisation time; partition-host on the broker's host with at-least-once Redis: nothing
-acknowledged is lost and the recovery is timed; two camera streams on two hosts (issue 21): order and
-loss per stream; and, last, a host whose Ray node dies ends the run naming it. Short runs: behaviour,
-not speed."""
+of the same seed on one host (the medians of three alternated pairs where the first pair misses); 150 KB
+messages to the 50 Mbit/s host: hop p50 rises by at least the serialisation time; partition-host on the
+broker's host with at-least-once Redis: nothing acknowledged is lost and the recovery is timed; two camera
+streams on two hosts (issue 21): order and loss per stream; and, last, a host whose Ray node dies ends
+the run naming it. Short runs: behaviour, not speed."""
 from __future__ import annotations
 
 import csv
@@ -135,27 +135,41 @@ def test_three_hosts_lose_nothing_and_match_one_host(hosts_file, tmp_path, broke
         assert meta["broker"]["launch"]["host"] == "mq"
         # stage B on gpu1 could only fetch because the broker advertised mq's address, not 127.0.0.1
         assert meta["broker"]["url"].startswith(f"kafka://{hosts_file['state'].host('mq').address}:")
-    one, one_row, one_meta = run(tmp_path, "one", broker=broker, **extra)
-    assert one.complete and one.summary["lost"] == 0 and one_meta["hosts"] is None and one_row["hosts"] == ""
-    p50, p50_one = s["e2e_p50_ms"], one.summary["e2e_p50_ms"]
-    print(f"{broker}: e2e p50 {p50:.3f} ms over hosts, {p50_one:.3f} ms on one host; clock +-{row['clock_uncertainty_us']} us")
-    assert abs(p50 - p50_one) <= 0.1 * p50_one + 0.5, (p50, p50_one)
+    # The two sides alternate (hosts, one host, ...) on this shared 2-core machine: one pair first, and only
+    # where its p50s miss the bound, two pairs more, compared by their medians (a CI run once read 6.33 ms
+    # over hosts against 5.19 ms on one host in a single pair; the same pair read 5.46 / 5.19 before).
+    p50s, p50s_one = [s["e2e_p50_ms"]], []
+    for i in range(3):
+        if i:
+            res, row, meta = run(tmp_path, f"hosts{i}", hosts_file, place, broker=broker, **extra)
+            p50s.append(check_placed(res, row, meta, place)["e2e_p50_ms"])
+        one, one_row, one_meta = run(tmp_path, f"one{i}", broker=broker, **extra)
+        assert one.complete and one.summary["lost"] == 0 and one_meta["hosts"] is None and one_row["hosts"] == ""
+        p50s_one.append(one.summary["e2e_p50_ms"])
+        p50, p50_one = float(np.median(p50s)), float(np.median(p50s_one))
+        print(f"{broker}: e2e p50 {p50s} ms over hosts, {p50s_one} ms on one host; clock +-{row['clock_uncertainty_us']} us")
+        if i == 0 and abs(p50 - p50_one) <= 0.1 * p50_one + 0.5:
+            break
+    assert abs(p50 - p50_one) <= 0.1 * p50_one + 0.5, (p50s, p50s_one)
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_a_50_mbit_link_adds_the_serialisation_time_to_the_hop(hosts_file, tmp_path):
     """150,528 bytes at 50 Mbit/s take 24.1 ms on the wire: the consumer's host (cam2) has that link; the
     same run with the consumer on gpu1 (no cap) is the baseline."""
-    hops = {}
-    for consumer in ("gpu1", "cam2"):
-        place = {"stage_a": ["cam"], "broker": ["mq"], "stage_b": [consumer]}
-        res, row, meta = run(tmp_path, f"link-{consumer}", hosts_file, place, broker="redis", launcher="local",
-                             message_bytes=150528, rate=8.0, fanout="1", duration=4.0)
-        hops[consumer] = check_placed(res, row, meta, place)["hop_p50_ms"]
-    s, base = {"hop_p50_ms": hops["cam2"]}, hops["gpu1"]
+    hops = {"gpu1": [], "cam2": []}
     serialisation_ms = 150528 * 8 / 50e6 * 1e3
-    print(f"hop p50 {s['hop_p50_ms']:.3f} ms at 50 Mbit/s, {base:.3f} ms unshaped")
-    assert s["hop_p50_ms"] - base >= serialisation_ms, (s["hop_p50_ms"], base)
+    for i in range(3):  # alternated; where the first pair misses, two pairs more and their medians
+        for consumer in ("gpu1", "cam2"):
+            place = {"stage_a": ["cam"], "broker": ["mq"], "stage_b": [consumer]}
+            res, row, meta = run(tmp_path, f"link-{consumer}{i}", hosts_file, place, broker="redis",
+                                 launcher="local", message_bytes=150528, rate=8.0, fanout="1", duration=4.0)
+            hops[consumer].append(check_placed(res, row, meta, place)["hop_p50_ms"])
+        shaped, base = float(np.median(hops["cam2"])), float(np.median(hops["gpu1"]))
+        print(f"hop p50 {hops['cam2']} ms at 50 Mbit/s, {hops['gpu1']} ms unshaped")
+        if i == 0 and shaped - base >= serialisation_ms:
+            break
+    assert shaped - base >= serialisation_ms, hops
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
