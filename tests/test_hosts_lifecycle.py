@@ -65,7 +65,9 @@ def _alive(pid: int) -> bool:
 
 def _start_driver(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "sleep.log")], stdout=subprocess.PIPE,
-                         text=True, cwd=ROOT, start_new_session=True)
+                         text=True, cwd=ROOT, start_new_session=True,
+                         # SIGINT's default: a job started in the background inherits it ignored
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = p.stdout.readline()
     assert line, f"the driver did not come up (exit {p.wait()})"
     info = json.loads(line)

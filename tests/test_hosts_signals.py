@@ -73,8 +73,10 @@ def test_signals_mid_run_leave_nothing(tmp_path):
         argv = [sys.executable, "-m", "testbed.run", "--broker", "redis", "--launcher", "local", "--hosts",
                 str(hosts), "--place", "broker=mq", "--duration", "60", "--warmup", "0", "--rate", "20",
                 "--fanout", "1", "--message-bytes", "1024", "--out", out]
-        runs[name] = {"proc": subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
-                      "out": out, "err": b""}
+        # SIGINT's default disposition: a job started in the background inherits it ignored
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        runs[name] = {"proc": proc, "out": out, "err": b""}
     try:
         deadline = time.monotonic() + 150
         waiting = dict(runs)

@@ -62,7 +62,9 @@ def shim(tmp_path):
         log.write_text("")
         return subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "test.sh"), "-q"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # its own process group, as a terminal's job
+                                start_new_session=True,  # its own process group, as a terminal's job
+                                # SIGINT's default: a job started in the background inherits it ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def run(**kw):
         p = start(**kw)
